@@ -1,1 +1,69 @@
-"""ssl_minimal."""
+"""ssl_minimal: self-supervised visual representation learning, one readable file per method.
+
+    import ssl_minimal
+    ssl_minimal.METHODS                         # ('instdisc', 'invaspread', ...) in course order
+    train = ssl_minimal.data.load("cifar10", "train")
+    model = ssl_minimal.build("instdisc", dataset=train)
+    history = ssl_minimal.fit(model, train, budget="cpu", eval_dataset=ssl_minimal.data.load("cifar10", "test"))
+
+or everything at once: `model, history = ssl_minimal.train("instdisc", dataset="cifar10", budget="cpu")`.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from . import augmentations, data, evaluate, losses, visualize
+from .checks import SSLMinimalError, unknown_name
+from .methods import METHODS as _METHOD_CLASSES
+from .training import BUDGETS, Budget, History, fit, get_budget
+
+__version__ = "0.1.0"
+
+METHODS: tuple[str, ...] = tuple(_METHOD_CLASSES)   # lower-case names in course order
+
+
+def build(name: str, dataset=None, **options):
+    """Build method `name` (see METHODS). Options go to the method's constructor (temperature,
+    backbone, ...). Passing the training `dataset` fills in what the method needs to know about it:
+    its size (memory bank rows), image size and per-channel mean/std."""
+    if name not in _METHOD_CLASSES:
+        raise unknown_name("method", name, METHODS)
+    method_class = _METHOD_CLASSES[name]
+    if dataset is not None:
+        options.setdefault("image_size", dataset.images.shape[-1])
+        options.setdefault("mean", dataset.mean)
+        options.setdefault("std", dataset.std)
+        if "num_samples" in inspect.signature(method_class).parameters:
+            options.setdefault("num_samples", len(dataset))
+    try:
+        return method_class(**options)
+    except TypeError as error:
+        raise SSLMinimalError(f"cannot build {name!r} with options {sorted(options)}: {error}") from None
+
+
+def train(method: str, dataset: str = "shapes", budget: str | Budget | None = None, *, data_dir=None,
+          seed: int = 0, method_options: dict | None = None, **fit_options):
+    """Load data, build `method` and fit it under `budget`; returns (model, history).
+
+    The budget's `train_samples` picks a class-balanced subset of the training split; the kNN
+    monitor uses the test split. Other keyword arguments go to `fit` (checkpoint_path, resume,
+    epochs=..., batch_size=..., learning_rate=...).
+    """
+    if method not in _METHOD_CLASSES:
+        raise unknown_name("method", method, METHODS)
+    budget_fields = {key: fit_options.pop(key) for key in list(fit_options) if key in Budget.__dataclass_fields__}
+    resolved = get_budget(budget, **budget_fields)
+    train_set = data.load(dataset, "train", data_dir=data_dir)
+    if resolved.train_samples is not None and resolved.train_samples < len(train_set):
+        train_set = train_set.subset(resolved.train_samples, seed=seed)
+    test_set = data.load(dataset, "test", data_dir=data_dir)
+    options = dict(method_options or {})
+    options.setdefault("backbone", resolved.backbone)
+    model = build(method, dataset=train_set, **options)
+    history = fit(model, train_set, resolved, eval_dataset=test_set, seed=seed, **fit_options)
+    return model, history
+
+
+__all__ = ["METHODS", "BUDGETS", "Budget", "History", "SSLMinimalError", "augmentations", "build", "data",
+           "evaluate", "fit", "get_budget", "losses", "train", "visualize"]

@@ -1,0 +1,95 @@
+"""Command line: `python -m ssl_minimal train METHOD [options]` and `python -m ssl_minimal list`.
+
+    python -m ssl_minimal train instdisc                      # embedded dataset, budget from SSL_BUDGET/auto
+    python -m ssl_minimal train instdisc --budget smoke       # < 2 minutes on 2 CPU cores, offline
+    python -m ssl_minimal train invaspread --dataset cifar10 --data-dir ../shared/data --budget cpu
+    python -m ssl_minimal train instdisc --resume             # continue runs/instdisc-shapes-cpu/
+
+Each run writes to --output (default runs/METHOD-DATASET-BUDGET/): checkpoint.pt (every
+`checkpoint_every_steps` steps and at the end), history.json and training_curves.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .checks import SSLMinimalError
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import METHODS
+    from .data import DATASETS
+    from .training import BUDGETS
+    parser = argparse.ArgumentParser(prog="python -m ssl_minimal", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list methods, datasets and budgets")
+    train = commands.add_parser("train", help="train a method and report kNN accuracy before and after")
+    train.add_argument("method", help=f"one of: {', '.join(METHODS)}")
+    train.add_argument("--dataset", default="shapes", help=f"one of: {', '.join(DATASETS)} (default: shapes, "
+                       "embedded, no download)")
+    train.add_argument("--data-dir", default=None, help="folder with the datasets (default: $SSL_DATA_DIR)")
+    train.add_argument("--budget", default=None, help=f"one of: {', '.join(BUDGETS)}, auto "
+                       "(default: $SSL_BUDGET or auto)")
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--learning-rate", type=float, default=None)
+    train.add_argument("--backbone", default=None, help="small_convnet or resnet18 (default: the budget's)")
+    train.add_argument("--train-samples", type=int, default=None, help="train on a class-balanced subset")
+    train.add_argument("--output", default=None, help="run folder (default: runs/METHOD-DATASET-BUDGET)")
+    train.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _train(args) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    from . import train, visualize
+    from .training import get_budget
+    budget = get_budget(args.budget, epochs=args.epochs, batch_size=args.batch_size,
+                        learning_rate=args.learning_rate, backbone=args.backbone,
+                        train_samples=args.train_samples, compile=args.compile or None)
+    output = Path(args.output or f"runs/{args.method}-{args.dataset}-{budget.name}")
+    print(f"training {args.method} on {args.dataset} with budget {budget.name!r} "
+          f"({budget.epochs} epochs, batch {budget.batch_size}, {budget.backbone}); output in {output}/")
+    model, history = train(args.method, args.dataset, budget, data_dir=args.data_dir, seed=args.seed,
+                           checkpoint_path=output / "checkpoint.pt", resume=args.resume,
+                           max_steps=args.max_steps, device=args.device, progress=not args.no_progress)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "history.json").write_text(json.dumps(history.to_dict(), indent=1))
+    visualize.save_figure(visualize.plot_history(history), output / "training_curves.png")
+    if history.baseline_knn_accuracy is not None:
+        print(f"kNN top-1 (k=200) before training (random init): {history.baseline_knn_accuracy:.2%}")
+    if history.knn_accuracy and history.knn_step[-1] == history.step[-1]:
+        print(f"kNN top-1 (k=200) after training:                {history.final_knn_accuracy:.2%}")
+    print(f"wall time {history.wall_seconds:.0f} s; saved {output / 'checkpoint.pt'}, history.json, "
+          f"training_curves.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            from . import METHODS
+            from .data import DATASETS
+            from .training import BUDGETS
+            print("methods: ", ", ".join(METHODS))
+            print("datasets:", ", ".join(DATASETS))
+            print("budgets: ", ", ".join(f"{name} ({b.epochs} epochs, batch {b.batch_size}, {b.backbone})"
+                                         for name, b in BUDGETS.items()))
+        elif args.command == "train":
+            _train(args)
+    except SSLMinimalError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume (continues from the last checkpoint)", file=sys.stderr)
+        return 130
+    return 0

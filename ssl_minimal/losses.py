@@ -1,0 +1,78 @@
+"""Loss functions, as small pure functions (inputs in, scalar out; no state, no stop-gradients).
+
+Stop-gradients belong to the method files (where the paper puts them), so each function here
+differentiates through everything it is given. Each one cites the equation it implements and is
+tested against a hand computation in tests/test_losses.py.
+
+Notation (InstDisc, Wu et al. 2018): v = L2-normalised embedding of the current image, bank rows
+v_j = stored embeddings of all n training images, tau = temperature, m = number of noise samples.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def nonparametric_softmax_loss(embeddings: torch.Tensor, bank: torch.Tensor, indices: torch.Tensor,
+                               temperature: float) -> torch.Tensor:
+    """InstDisc's exact objective: each image is its own class (Wu et al. 2018, Eq. 2).
+
+        P(i | v) = exp(v_i^T v / tau) / sum_j exp(v_j^T v / tau),   loss = -mean log P(i | v)
+
+    embeddings: [B, D] L2-normalised v; bank: [n, D] memory bank; indices: [B] the images' own rows i.
+    Computing the sum over all n rows is affordable for CIFAR-sized n; use `nce_loss` for large n.
+    """
+    logits = embeddings @ bank.t() / temperature  # [B, n]
+    return F.cross_entropy(logits, indices)
+
+
+def nce_loss(positive_probability: torch.Tensor, noise_probability: torch.Tensor,
+             num_samples: int) -> torch.Tensor:
+    """Noise-contrastive estimation of the non-parametric softmax (Wu et al. 2018, Eqs. 5-7).
+
+    Data samples are positives, m noise samples per positive come from the uniform noise
+    distribution P_n = 1/n. With P(i|v) = exp(v_i^T v / tau) / Z the model probability,
+
+        h(i, v) = P(i|v) / (P(i|v) + m P_n(i))                                  (Eq. 5)
+        loss = -E_data[log h(i, v)] - m E_noise[log(1 - h(i, v'))]             (Eq. 6)
+
+    The second term is estimated with m noise samples, so it is their *sum*; both are averaged
+    over the batch.
+    positive_probability: [B] P(i|v) of each image's own entry; noise_probability: [B, m].
+    """
+    num_noise = noise_probability.shape[1]                     # m
+    noise_mass = num_noise / num_samples                        # m * P_n(i)
+    h_positive = positive_probability / (positive_probability + noise_mass)  # [B]
+    one_minus_h_noise = noise_mass / (noise_probability + noise_mass)        # [B, m]
+    return -(torch.log(h_positive).mean() + torch.log(one_minus_h_noise).sum(dim=1).mean())
+
+
+def invariance_spreading_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InvaSpread's in-batch instance loss (Ye et al. 2019, Eqs. 2-5), over both views.
+
+    The 2B embeddings x = [z1; z2] are L2-normalised. For an anchor a, the probability that it is
+    recognised as instance b uses all other 2B - 1 embeddings of the batch as the classes:
+
+        P(b | a) = exp(x_b^T x_a / tau) / sum_{c != a} exp(x_c^T x_a / tau)
+        loss = -1/(2B) sum_a [ log P(pos(a) | a) + sum_{b != a, pos(a)} log(1 - P(b | a)) ]
+
+    where pos(a) is the other view of the same image (the "invariance" term) and every other
+    sample is a negative pushed away (the "spreading" term), treated as independent binary
+    decisions as in the paper's Eq. 5. The official code does the same over both views.
+    z1, z2: [B, D] embeddings of two views of the same B images (any scale).
+    """
+    batch_size = z1.shape[0]
+    x = F.normalize(torch.cat([z1, z2]), dim=1)                           # [2B, D]
+    similarities = x @ x.t() / temperature                                 # [2B, 2B]
+    self_mask = torch.eye(2 * batch_size, dtype=torch.bool, device=x.device)
+    similarities = similarities.masked_fill(self_mask, float("-inf"))      # c != a
+    probabilities = similarities.softmax(dim=1)                            # P(b | a), row a
+    positives = torch.cat([torch.arange(batch_size, 2 * batch_size), torch.arange(batch_size)]).to(x.device)
+    rows = torch.arange(2 * batch_size, device=x.device)
+    positive_term = torch.log(probabilities[rows, positives])              # [2B]
+    negative_mask = ~self_mask
+    negative_mask[rows, positives] = False
+    # log(1 - P) with P < 1; clamp guards the log against rounding to exactly 1.
+    negative_term = (torch.log1p(-probabilities.clamp(max=1 - 1e-6)) * negative_mask).sum(dim=1)  # [2B]
+    return -(positive_term + negative_term).mean()

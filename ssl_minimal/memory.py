@@ -1,0 +1,42 @@
+"""State that outlives one batch: the memory bank of InstDisc (and later CMC).
+
+Kept as a module with buffers, so it moves with `.to(device)`, is saved in checkpoints with the
+model's state dict, and never receives gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Official InstDisc code (github.com/zhirongw/lemniscate.pytorch) updates bank rows with momentum 0.5.
+BANK_MOMENTUM = 0.5
+
+
+class MemoryBank(nn.Module):
+    """One L2-normalised D-dimensional entry v_i per training image (Wu et al. 2018, Sec. 3.1).
+
+    Rows start as random unit vectors. After each step the entries of the images in the batch move
+    towards their new embeddings (the paper's proximal idea, Sec. 3.3, as the official code does it):
+
+        v_i <- normalize(momentum * v_i + (1 - momentum) * f_i)
+    """
+
+    def __init__(self, num_samples: int, dim: int, momentum: float = BANK_MOMENTUM):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("bank", F.normalize(torch.randn(num_samples, dim), dim=1))  # [n, D]
+
+    def __len__(self) -> int:
+        return self.bank.shape[0]
+
+    @torch.no_grad()
+    def update(self, indices: torch.Tensor, features: torch.Tensor) -> None:
+        """v_i <- normalize(m v_i + (1 - m) f_i) for the rows `indices` [B]; features [B, D]."""
+        mixed = self.momentum * self.bank[indices] + (1 - self.momentum) * features
+        self.bank[indices] = F.normalize(mixed, dim=1)
+
+    def sample_noise_indices(self, batch_size: int, num_noise: int) -> torch.Tensor:
+        """m indices per image, uniformly from all n rows (the noise distribution P_n = 1/n). [B, m]"""
+        return torch.randint(len(self), (batch_size, num_noise), device=self.bank.device)

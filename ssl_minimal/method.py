@@ -1,0 +1,52 @@
+"""What every method has in common: an encoder, its augmentations, and how the paper optimises it.
+
+A method is an `nn.Module` that subclasses `Method` and implements
+
+    training_step(images, indices) -> loss      # images: uint8 [B, 3, H, W] straight from the dataset
+
+`fit` calls `training_step`, back-propagates, steps the optimiser, then calls
+`after_optimizer_step(progress)` (a no-op here; MoCo's and BYOL's momentum encoders update there).
+The class attributes below are the paper's optimisation recipe, which `fit` reads; the
+`learning_rate` is for a batch of 256 and `fit` scales it linearly with the batch size
+(Goyal et al. 2017, arXiv 1706.02677), as SimCLR, MoCo and BYOL do.
+
+Evaluation uses `method.encoder` (Normalize + backbone), never the heads, as in the papers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import augmentations
+from .backbones import CIFAR10_MEAN, CIFAR10_STD, build_encoder
+
+
+class Method(nn.Module):
+    name = "method"
+    optimizer = "sgd"          # "sgd", "lars" or "adamw"
+    learning_rate = 0.03       # for batch size 256
+    weight_decay = 5e-4
+    momentum = 0.9             # SGD momentum
+    augmentation = "instdisc"  # recipe name in augmentations.RECIPES
+
+    def __init__(self, backbone: str = "small_convnet", image_size: int = 32,
+                 mean: tuple[float, ...] = CIFAR10_MEAN, std: tuple[float, ...] = CIFAR10_STD,
+                 augmentation: str | None = None, backbone_options: dict | None = None):
+        super().__init__()
+        self.encoder = build_encoder(backbone, mean, std, **(backbone_options or {}))
+        self.augment = augmentations.recipe(augmentation or self.augmentation, image_size)
+
+    def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after_optimizer_step(self, progress: float) -> None:
+        """Called after every optimiser step with progress = step / total_steps in [0, 1]."""
+
+    def parameter_groups(self) -> list[dict]:
+        """Parameters for the optimiser; biases and BatchNorm weights get no weight decay."""
+        decay, no_decay = [], []
+        for parameter in self.parameters():
+            if parameter.requires_grad:
+                (no_decay if parameter.dim() <= 1 else decay).append(parameter)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]

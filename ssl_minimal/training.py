@@ -1,0 +1,348 @@
+"""The one training loop every method uses: `fit(method, dataset, budget)`.
+
+    for each step:  indices -> uint8 images on the device -> method.training_step -> loss
+                    -> backward -> optimiser step (learning rate from a per-step cosine schedule)
+                    -> method.after_optimizer_step -> every few epochs: kNN monitor, checkpoint
+
+The dataset lives on the training device as one uint8 tensor, and augmentation happens inside
+`training_step` on the batch, so there is no DataLoader and no per-image PIL work in the loop.
+
+Budgets name how much compute an experiment gets: `smoke` (seconds, for CI), `cpu` (minutes on
+2 CPU cores) and `gpu` (paper-like on one GPU). Pick one by name, by the `SSL_BUDGET` environment
+variable, or `auto` (gpu when CUDA is available, else cpu).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import evaluate
+from .checks import SSLMinimalError, unknown_name
+
+CHECKPOINT_FORMAT = 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Budgets
+@dataclass(frozen=True)
+class Budget:
+    """How much compute one run gets. Every field can be overridden: get_budget("cpu", epochs=5)."""
+    name: str
+    epochs: int
+    batch_size: int
+    backbone: str = "small_convnet"
+    train_samples: int | None = None    # class-balanced subset of the training split (None: all)
+    warmup_epochs: float = 0.0          # linear learning-rate warm-up, then cosine decay
+    knn_every_epochs: int = 1           # kNN monitor period (0: only before and after)
+    knn_train_samples: int = 10_000     # kNN monitor: labelled training images used as the bank
+    knn_test_samples: int = 2_000       # kNN monitor: test images classified
+    checkpoint_every_steps: int = 500
+    learning_rate: float | None = None  # None: the method's paper value scaled by batch_size / 256
+    compile: bool = False               # torch.compile the encoder (GPU)
+
+
+BUDGETS = {
+    # CI: a few seconds on 2 CPU cores.
+    "smoke": Budget("smoke", epochs=2, batch_size=128, train_samples=2_000, knn_every_epochs=1,
+                    knn_train_samples=2_000, knn_test_samples=1_000, checkpoint_every_steps=50),
+    # A few minutes on 2 CPU cores with the small ConvNet.
+    "cpu": Budget("cpu", epochs=15, batch_size=256, train_samples=20_000, warmup_epochs=1,
+                  knn_every_epochs=3, knn_train_samples=10_000, knn_test_samples=2_000,
+                  checkpoint_every_steps=200),
+    # Paper-like on one GPU: ResNet-18, the whole training set, 200 epochs (InstDisc/lightly's benchmark).
+    "gpu": Budget("gpu", epochs=200, batch_size=512, backbone="resnet18", warmup_epochs=10,
+                  knn_every_epochs=10, knn_train_samples=50_000, knn_test_samples=10_000,
+                  checkpoint_every_steps=1_000),
+}
+
+
+def get_budget(name: str | Budget | None = None, **overrides) -> Budget:
+    """A budget by name ("smoke", "cpu", "gpu", "auto"; None reads SSL_BUDGET, default "auto")."""
+    if isinstance(name, Budget):
+        budget = name
+    else:
+        name = name or os.environ.get("SSL_BUDGET", "auto")
+        if name == "auto":
+            name = "gpu" if torch.cuda.is_available() else "cpu"
+        if name not in BUDGETS:
+            raise unknown_name("budget", name, list(BUDGETS) + ["auto"])
+        budget = BUDGETS[name]
+    fields = {f.name for f in dataclasses.fields(Budget)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise SSLMinimalError(f"unknown budget override(s) {unknown}; valid fields are: {', '.join(sorted(fields))}")
+    return dataclasses.replace(budget, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedules and optimisers
+def cosine_schedule(base_value: float, final_value: float, total_steps: int, warmup_steps: int = 0,
+                    warmup_start_value: float = 0.0) -> np.ndarray:
+    """Per-step values: linear warm-up from `warmup_start_value` to `base_value`, then a cosine
+    decay to `final_value` (SGDR, Loshchilov & Hutter 2016, arXiv 1608.03983). Array [total_steps]."""
+    warmup_steps = min(warmup_steps, total_steps)
+    warmup = np.linspace(warmup_start_value, base_value, warmup_steps, endpoint=False)
+    steps = np.arange(total_steps - warmup_steps)
+    cosine = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * steps / max(len(steps), 1)))
+    return np.concatenate([warmup, cosine])
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017, arXiv 1708.03888),
+    as SimCLR uses for large batches. Parameters with weight_decay == 0 (biases, norms) are not
+    adapted, as in SimCLR and BYOL."""
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+                 trust_coefficient: float = 0.001):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                      trust_coefficient=trust_coefficient))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad
+                if group["weight_decay"] > 0:
+                    update = update.add(p, alpha=group["weight_decay"])
+                    param_norm, update_norm = torch.norm(p), torch.norm(update)
+                    trust = torch.where((param_norm > 0) & (update_norm > 0),
+                                        group["trust_coefficient"] * param_norm / update_norm, 1.0)
+                    update = update * trust
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.clone(update).detach()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(update)
+                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+
+
+def make_optimizer(name: str, parameter_groups, learning_rate: float, weight_decay: float,
+                   momentum: float = 0.9) -> torch.optim.Optimizer:
+    """"sgd" (momentum), "lars" or "adamw"."""
+    if name == "sgd":
+        return torch.optim.SGD(parameter_groups, lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
+    if name == "lars":
+        return LARS(parameter_groups, lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(parameter_groups, lr=learning_rate, weight_decay=weight_decay)
+    raise unknown_name("optimizer", name, ["sgd", "lars", "adamw"])
+
+
+# ----------------------------------------------------------------------------------------------
+# History and checkpoints
+@dataclass
+class History:
+    """What happened during training, as plain lists (plot with visualize.plot_history)."""
+    step: list[int] = field(default_factory=list)
+    epoch: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    images_per_second: list[float] = field(default_factory=list)
+    knn_step: list[int] = field(default_factory=list)
+    knn_epoch: list[float] = field(default_factory=list)
+    knn_accuracy: list[float] = field(default_factory=list)
+    baseline_knn_accuracy: float | None = None   # the same encoder at random initialisation
+    wall_seconds: float = 0.0
+    budget: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def final_knn_accuracy(self) -> float | None:
+        return self.knn_accuracy[-1] if self.knn_accuracy else None
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write atomically: a temporary file in the same folder, then rename over the old one, so a
+    crash while writing never leaves a truncated checkpoint behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint, turning a missing or damaged file into a clear error (the file is kept)."""
+    path = Path(path)
+    if not path.is_file():
+        found = sorted(p.name for p in path.parent.glob("*.pt")) if path.parent.is_dir() else []
+        raise SSLMinimalError(f"cannot resume: checkpoint {path} does not exist"
+                              + (f" (checkpoints found in {path.parent}: {', '.join(found)})" if found else ""))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated zip, not a torch file, ...
+        raise SSLMinimalError(f"cannot resume: checkpoint {path} is truncated or not a ssl_minimal checkpoint "
+                              f"({type(error).__name__}); the file was left in place") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise SSLMinimalError(f"cannot resume: {path} is not a ssl_minimal checkpoint (format "
+                              f"{state.get('format') if isinstance(state, dict) else type(state).__name__}, "
+                              f"expected {CHECKPOINT_FORMAT}); the file was left in place")
+    return state
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def knn_monitor(encoder: nn.Module, train, test, budget: Budget, seed: int = 0) -> float:
+    """kNN top-1 (k=200, tau=0.1) of `encoder` features: bank = labelled training images, queries = test."""
+    bank = train.subset(min(budget.knn_train_samples, len(train)), seed=seed)
+    queries = test.subset(min(budget.knn_test_samples, len(test)), seed=seed)
+    train_features = evaluate.extract_features(encoder, bank.images)
+    test_features = evaluate.extract_features(encoder, queries.images)
+    k = min(200, len(bank))
+    return evaluate.knn_accuracy(train_features, bank.labels, test_features, queries.labels, k=k)
+
+
+def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=None,
+        checkpoint_path: str | Path | None = None, resume: bool | str | Path = False,
+        max_steps: int | None = None, seed: int = 0, device: str | torch.device | None = None,
+        progress: bool = True, **budget_overrides) -> History:
+    """Train `method` on `dataset` (an ssl_minimal.data.ImageDataset) and return its History.
+
+    budget: "smoke" | "cpu" | "gpu" | "auto" | a Budget; keyword overrides such as epochs=5,
+        batch_size=128, learning_rate=0.1 replace the budget's fields.
+    eval_dataset: labelled test set for the kNN monitor (before training, every
+        `knn_every_epochs` epochs, and at the end). Without it there is no monitor.
+    checkpoint_path: where to save every `checkpoint_every_steps` steps and at the end.
+    resume: True (resume from checkpoint_path if it exists... and fail clearly if it does not) or
+        a path. The run continues exactly: same data order, same random augmentations.
+    max_steps: stop after this many steps in total (the schedule still spans the whole budget),
+        e.g. to split a long run over several sessions.
+    Note: the dataset is used as given; `budget.train_samples` is applied by the caller
+    (`ssl_minimal.train` or the CLI), because methods with a memory bank size it to the dataset.
+    """
+    budget = get_budget(budget, **budget_overrides)
+    device = resolve_device(device)
+    if dataset.labels is None or len(dataset) == 0:
+        raise SSLMinimalError("the training dataset is empty")
+    if budget.batch_size > len(dataset):
+        raise SSLMinimalError(f"batch size {budget.batch_size} is larger than the dataset ({len(dataset)} images); "
+                              f"use a smaller batch_size or a bigger dataset")
+    torch.manual_seed(seed)
+    method.to(device)
+    if device.type == "cuda":
+        method.to(memory_format=torch.channels_last)
+    images = dataset.images.to(device)
+    steps_per_epoch = len(dataset) // budget.batch_size   # drop the last incomplete batch
+    total_steps = steps_per_epoch * budget.epochs
+    learning_rate = budget.learning_rate or method.learning_rate * budget.batch_size / 256
+    schedule = cosine_schedule(learning_rate, 0.0, total_steps, int(budget.warmup_epochs * steps_per_epoch))
+    optimizer = make_optimizer(method.optimizer, method.parameter_groups(), learning_rate,
+                               method.weight_decay, method.momentum)
+    step_function = torch.compile(method.training_step) if budget.compile else method.training_step
+    history = History(budget=dataclasses.asdict(budget))
+    start_step = 0
+
+    if resume:
+        resume_path = Path(checkpoint_path if resume is True else resume)
+        if resume is True and checkpoint_path is None:
+            raise SSLMinimalError("resume=True needs checkpoint_path (or pass the checkpoint path as resume=...)")
+        state = load_checkpoint(resume_path)
+        if state["method"] != method.name:
+            raise SSLMinimalError(f"cannot resume: {resume_path} was written by method {state['method']!r}, "
+                                  f"not {method.name!r}; the file was left in place")
+        if state["total_steps"] != total_steps:
+            raise SSLMinimalError(f"cannot resume: {resume_path} belongs to a run of {state['total_steps']} steps, "
+                                  f"this one has {total_steps} (different budget, batch size or dataset); "
+                                  f"the file was left in place")
+        try:
+            method.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise SSLMinimalError(f"cannot resume: {resume_path} does not fit this model "
+                                  f"(different backbone or options?): {str(error).splitlines()[0]}") from None
+        optimizer.load_state_dict(state["optimizer"])
+        history = History(**state["history"])
+        start_step = state["step"]
+        torch.set_rng_state(state["cpu_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+    elif eval_dataset is not None:
+        history.baseline_knn_accuracy = knn_monitor(method.encoder, dataset, eval_dataset, budget, seed)
+        history.knn_step.append(0), history.knn_epoch.append(0.0)
+        history.knn_accuracy.append(history.baseline_knn_accuracy)
+
+    def checkpoint(step: int) -> None:
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, {
+                "format": CHECKPOINT_FORMAT, "method": method.name, "step": step, "total_steps": total_steps,
+                "model": method.state_dict(), "optimizer": optimizer.state_dict(), "history": history.to_dict(),
+                "cpu_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None})
+
+    end_step = total_steps if max_steps is None else min(total_steps, max_steps)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    bar = tqdm(total=total_steps, initial=start_step, disable=not progress, desc=method.name, unit="step")
+    method.train()
+    started = time.perf_counter()
+    window_start, window_images = time.perf_counter(), 0
+    step = start_step
+    while step < end_step:
+        epoch, position = divmod(step, steps_per_epoch)
+        # Same permutation for an epoch whether or not the run was resumed inside it.
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        indices = order[position * budget.batch_size:(position + 1) * budget.batch_size].to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = float(schedule[step])
+        with autocast:
+            loss = step_function(images[indices], indices)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            bar.close()
+            raise FloatingPointError(
+                f"{method.name}: the loss became {loss_value} at step {step} (epoch {epoch}, lr "
+                f"{schedule[step]:.3g}). Likely causes: learning rate too high (try a smaller "
+                f"learning_rate or longer warm-up), a temperature too small, or bad input data.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        method.after_optimizer_step(step / total_steps)
+
+        window_images += len(indices)
+        history.step.append(step), history.epoch.append(step / steps_per_epoch)
+        history.loss.append(loss_value), history.lr.append(float(schedule[step - 1]))
+        elapsed = time.perf_counter() - window_start
+        history.images_per_second.append(window_images / elapsed if elapsed > 0 else 0.0)
+        if elapsed > 2.0:
+            window_start, window_images = time.perf_counter(), 0
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{schedule[step - 1]:.3g}",
+                        img_s=f"{history.images_per_second[-1]:.0f}")
+
+        end_of_epoch = step % steps_per_epoch == 0
+        finished = step == total_steps
+        if eval_dataset is not None and end_of_epoch:
+            epoch_done = step // steps_per_epoch
+            if finished or (budget.knn_every_epochs and epoch_done % budget.knn_every_epochs == 0):
+                accuracy = knn_monitor(method.encoder, dataset, eval_dataset, budget, seed)
+                method.train()
+                history.knn_step.append(step), history.knn_epoch.append(float(epoch_done))
+                history.knn_accuracy.append(accuracy)
+                bar.write(f"{method.name} epoch {epoch_done}: kNN top-1 {accuracy:.2%}")
+        history.wall_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        if step % budget.checkpoint_every_steps == 0 or step == end_step:
+            checkpoint(step)
+    bar.close()
+    return history

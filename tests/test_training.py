@@ -1,0 +1,116 @@
+"""fit(): schedules, budgets, optimisers, checkpoints, exact resume, clear errors."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import ssl_minimal
+from ssl_minimal.checks import SSLMinimalError
+from ssl_minimal.training import LARS, cosine_schedule, fit, get_budget, load_checkpoint
+
+
+def test_cosine_schedule_warmup_then_cosine():
+    values = cosine_schedule(1.0, 0.0, total_steps=110, warmup_steps=10)
+    assert len(values) == 110
+    assert np.allclose(values[:10], np.arange(10) / 10)          # linear warm-up from 0
+    assert values[10] == pytest.approx(1.0)                        # peak right after warm-up
+    assert values[60] == pytest.approx(0.5)                        # half way down the cosine
+    assert values[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 99 / 100)))
+    assert np.all(np.diff(values[10:]) <= 0)
+
+
+def test_budget_names_overrides_and_env(monkeypatch):
+    assert get_budget("smoke").name == "smoke"
+    assert get_budget("cpu", epochs=3).epochs == 3
+    monkeypatch.setenv("SSL_BUDGET", "smoke")
+    assert get_budget().name == "smoke"
+    monkeypatch.setenv("SSL_BUDGET", "auto")
+    assert get_budget().name == ("gpu" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(SSLMinimalError, match="valid budgets are: smoke, cpu, gpu, auto"):
+        get_budget("huge")
+    with pytest.raises(SSLMinimalError, match="unknown budget override.*epoch"):
+        get_budget("cpu", epoch=3)
+
+
+def test_lars_scales_each_layer_by_its_trust_ratio():
+    weight = torch.nn.Parameter(torch.tensor([[3.0, 4.0]]))        # ||w|| = 5
+    weight.grad = torch.tensor([[0.0, 1.0]])
+    optimizer = LARS([weight], lr=1.0, weight_decay=0.1, momentum=0.9, trust_coefficient=0.001)
+    update = weight.grad + 0.1 * weight.detach()                   # g + wd * w = [0.3, 1.4]
+    expected = weight.detach() - 0.001 * 5.0 / update.norm() * update
+    optimizer.step()
+    assert torch.allclose(weight.detach(), expected, atol=1e-6)
+
+
+def _instdisc(dataset):
+    torch.manual_seed(0)
+    return ssl_minimal.build("instdisc", dataset=dataset, num_noise=16)
+
+
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_dataset, tmp_path):
+    options = dict(epochs=3, batch_size=16, progress=False, seed=7)
+    uninterrupted = _instdisc(tiny_dataset)
+    fit(uninterrupted, tiny_dataset, "smoke", **options)
+
+    interrupted = _instdisc(tiny_dataset)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    fit(interrupted, tiny_dataset, "smoke", checkpoint_path=checkpoint, max_steps=5, **options)  # "crash"
+    resumed = _instdisc(tiny_dataset)  # a fresh process would rebuild the model from scratch
+    history = fit(resumed, tiny_dataset, "smoke", checkpoint_path=checkpoint, resume=True, **options)
+
+    assert history.step == list(range(1, 13))
+    for (name, a), (_, b) in zip(uninterrupted.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert not list(checkpoint.parent.glob("*.tmp"))               # atomic writes leave no temp file
+
+
+def test_training_changes_parameters_and_records_history(tiny_dataset):
+    model = ssl_minimal.build("invaspread", dataset=tiny_dataset)
+    before = [p.detach().clone() for p in model.parameters()]
+    history = fit(model, tiny_dataset, "smoke", epochs=2, batch_size=16, progress=False,
+                  eval_dataset=tiny_dataset, knn_train_samples=64, knn_test_samples=64)
+    assert len(history.loss) == 8 and all(math.isfinite(x) for x in history.loss)
+    assert history.baseline_knn_accuracy is not None and history.knn_step == [0, 4, 8]
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_non_finite_loss_stops_with_the_step(tiny_dataset):
+    model = ssl_minimal.build("invaspread", dataset=tiny_dataset)
+    with pytest.raises(FloatingPointError, match=r"at step \d+.*learning rate"):
+        fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, learning_rate=1e30, progress=False)
+
+
+def test_batch_larger_than_dataset_is_caught_early(tiny_dataset):
+    model = ssl_minimal.build("invaspread", dataset=tiny_dataset)
+    with pytest.raises(SSLMinimalError, match="batch size 128 is larger than the dataset \\(64 images\\)"):
+        fit(model, tiny_dataset, "smoke", progress=False)
+
+
+def test_resume_errors_name_the_problem_and_keep_the_files(tiny_dataset, tmp_path):
+    model = ssl_minimal.build("invaspread", dataset=tiny_dataset)
+    options = dict(epochs=1, batch_size=16, progress=False)
+    with pytest.raises(SSLMinimalError, match="does not exist"):
+        fit(model, tiny_dataset, "smoke", checkpoint_path=tmp_path / "missing.pt", resume=True, **options)
+
+    truncated = tmp_path / "truncated.pt"
+    fit(model, tiny_dataset, "smoke", checkpoint_path=truncated, **options)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    with pytest.raises(SSLMinimalError, match="truncated"):
+        fit(model, tiny_dataset, "smoke", checkpoint_path=truncated, resume=True, **options)
+    assert truncated.is_file()
+
+    other = tmp_path / "instdisc.pt"
+    fit(_instdisc(tiny_dataset), tiny_dataset, "smoke", checkpoint_path=other, **options)
+    with pytest.raises(SSLMinimalError, match="written by method 'instdisc'"):
+        fit(model, tiny_dataset, "smoke", checkpoint_path=other, resume=True, **options)
+    assert load_checkpoint(other)["method"] == "instdisc"
+
+
+def test_build_errors():
+    with pytest.raises(SSLMinimalError, match="valid methods are: instdisc, invaspread"):
+        ssl_minimal.build("simclr3")
+    with pytest.raises(SSLMinimalError, match="cannot build 'invaspread'"):
+        ssl_minimal.build("invaspread", temprature=0.1)
