@@ -37,6 +37,6 @@ class MemoryBank(nn.Module):
         mixed = self.momentum * self.bank[indices] + (1 - self.momentum) * features
         self.bank[indices] = F.normalize(mixed, dim=1)
 
-    def sample_noise_indices(self, batch_size: int, num_noise: int) -> torch.Tensor:
-        """m indices per image, uniformly from all n rows (the noise distribution P_n = 1/n). [B, m]"""
-        return torch.randint(len(self), (batch_size, num_noise), device=self.bank.device)
+    def sample_noise_indices(self, num_noise: int) -> torch.Tensor:
+        """m indices drawn uniformly from all n rows (the noise distribution P_n = 1/n). [m]"""
+        return torch.randint(len(self), (num_noise,), device=self.bank.device)

@@ -23,7 +23,7 @@ def test_memory_bank_update_rule():
 def test_noise_indices_are_uniform_over_the_bank():
     torch.manual_seed(0)
     bank = MemoryBank(num_samples=10, dim=4)
-    counts = torch.bincount(bank.sample_noise_indices(200, 100).flatten(), minlength=10).float()
+    counts = torch.bincount(bank.sample_noise_indices(20_000), minlength=10).float()
     assert counts.min() > 0.9 * counts.mean() and counts.max() < 1.1 * counts.mean()
 
 
@@ -83,3 +83,22 @@ def test_full_softmax_variant_is_the_cross_entropy_over_the_bank(tiny_dataset):
         v = model.embed(model.augment(tiny_dataset.images[indices]))
     expected = F.cross_entropy(v @ bank.t() / model.temperature, indices)
     assert torch.allclose(loss, expected, atol=1e-5)
+
+
+def test_nce_step_scores_the_own_row_against_uniform_noise_rows(tiny_dataset):
+    model = _model()
+    model.normalizer.fill_(50.0)                 # a known Z
+    indices = torch.arange(8)
+    bank = model.memory_bank.bank.clone()
+    torch.manual_seed(2)
+    loss = model.training_step(tiny_dataset.images[indices], indices)
+    torch.manual_seed(2)                         # replay: augmentation, then the noise draw
+    with torch.no_grad():
+        v = model.embed(model.augment(tiny_dataset.images[indices]))
+    noise = torch.randint(64, (16,))
+    positive = torch.exp((bank[indices] * v).sum(1) / 0.07) / 50.0
+    noise_probability = torch.exp(v @ bank[noise].t() / 0.07) / 50.0
+    m_pn = 16 / 64
+    expected = -(torch.log(positive / (positive + m_pn)).mean()
+                 + torch.log(m_pn / (noise_probability + m_pn)).sum(1).mean())
+    assert torch.allclose(loss, expected, rtol=1e-4)
