@@ -1,4 +1,4 @@
-"""State that outlives one batch: the memory bank of InstDisc (and later CMC).
+"""State that outlives one batch: the memory bank of InstDisc (and CMC) and the queue of MoCo (and SwAV).
 
 Kept as a module with buffers, so it moves with `.to(device)`, is saved in checkpoints with the
 model's state dict, and never receives gradients.
@@ -40,3 +40,31 @@ class MemoryBank(nn.Module):
     def sample_noise_indices(self, num_noise: int) -> torch.Tensor:
         """m indices drawn uniformly from all n rows (the noise distribution P_n = 1/n). [m]"""
         return torch.randint(len(self), (num_noise,), device=self.bank.device)
+
+
+class Queue(nn.Module):
+    """A first-in first-out queue of the last K embeddings (MoCo, He et al. 2019, Sec. 3.2; SwAV's
+    small-batch queue). `enqueue(keys)` overwrites the oldest rows; `ptr` is where the next batch goes.
+
+    The queue starts full of random unit vectors (as MoCo's official code), so it can be used as
+    negatives from the first step. Kept as buffers: saved in checkpoints, never given gradients.
+    """
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))   # [K, D]
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    def __len__(self) -> int:
+        return self.keys.shape[0]
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Replace the B oldest entries with `keys` [B, D] (wrapping around the end of the queue)."""
+        batch_size = keys.shape[0]
+        if batch_size > len(self):
+            raise ValueError(f"cannot enqueue {batch_size} keys into a queue of {len(self)}: "
+                             f"use a queue at least as large as the batch")
+        rows = (self.ptr + torch.arange(batch_size, device=keys.device)) % len(self)
+        self.keys[rows] = keys.detach().to(self.keys.dtype)
+        self.ptr.copy_((self.ptr + batch_size) % len(self))

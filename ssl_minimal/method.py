@@ -4,8 +4,10 @@ A method is an `nn.Module` that subclasses `Method` and implements
 
     training_step(images, indices) -> loss      # images: uint8 [B, 3, H, W] straight from the dataset
 
-`fit` calls `training_step`, back-propagates, steps the optimiser, then calls
+`fit` calls `training_step`, back-propagates, calls `after_backward(progress)` (a no-op here;
+SwAV zeroes its prototypes' gradients there during the first epoch), steps the optimiser, then calls
 `after_optimizer_step(progress)` (a no-op here; MoCo's and BYOL's momentum encoders update there).
+`progress` = step / total_steps in [0, 1], so per-step schedules need nothing else from `fit`.
 The class attributes below are the paper's optimisation recipe, which `fit` reads; the
 `learning_rate` is for a batch of 256 and `fit` scales it linearly with the batch size
 (Goyal et al. 2017, arXiv 1706.02677), as SimCLR, MoCo and BYOL do.
@@ -39,6 +41,9 @@ class Method(nn.Module):
 
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def after_backward(self, progress: float) -> None:
+        """Called after loss.backward() and before the optimiser step, progress = step / total_steps."""
 
     def after_optimizer_step(self, progress: float) -> None:
         """Called after every optimiser step with progress = step / total_steps in [0, 1]."""

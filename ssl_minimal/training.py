@@ -315,6 +315,7 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
                 f"learning_rate or longer warm-up), a temperature too small, or bad input data.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        method.after_backward(step / total_steps)
         optimizer.step()
         step += 1
         method.after_optimizer_step(step / total_steps)
