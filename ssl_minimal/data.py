@@ -258,6 +258,25 @@ def load(name: str, split: str = "train", data_dir: str | Path | None = None, do
     return ImageDataset(name, split, _resize(images, image_size), labels, classes, mean, std)
 
 
+def is_available(name: str, data_dir: str | Path | None = None) -> bool:
+    """True when `load(name, ...)` can work offline: "shapes" always, the others when their files are found."""
+    if name not in DATASETS:
+        raise unknown_name("dataset", name, DATASETS)
+    if name == "shapes":
+        return True
+    root = resolve_data_dir(data_dir)
+    if name == "cifar10" and any(path.is_file() for path in (root / "cifar10" / "cifar10_jpeg.npz",
+                                                               root / "cifar10_jpeg.npz")):
+        return True
+    return _has_files(name, "train", root / _TORCHVISION_FOLDERS[name])
+
+
+def course_dataset(data_dir: str | Path | None = None) -> str:
+    """The dataset the notebooks use: "cifar10" when it is on disk (data_dir, $SSL_DATA_DIR or the cache
+    folder), else the embedded "shapes", so that every notebook also runs on a fresh offline machine."""
+    return "cifar10" if is_available("cifar10", data_dir) else "shapes"
+
+
 def _resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> uint8 [N, 3, size, size], antialiased bilinear, in chunks.
 

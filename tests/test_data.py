@@ -593,3 +593,15 @@ def test_real_cifar10_from_the_shared_file(shared_data_dir, tmp_path):
     assert abs(brightness[:, :8].mean() - brightness[:, -8:].mean()) < 0.01
     again = data.load("cifar10", "test", data_dir=shared_data_dir, download=False, cache_dir=tmp_path)
     assert torch.equal(again.images, test.images)                                 # from the cache
+
+
+def test_course_dataset_is_cifar10_when_its_file_is_there_else_shapes(tmp_path, monkeypatch):
+    from ssl_minimal import data
+    monkeypatch.delenv("SSL_DATA_DIR", raising=False)
+    assert data.is_available("shapes", tmp_path)
+    assert not data.is_available("cifar10", tmp_path) and data.course_dataset(tmp_path) == "shapes"
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "cifar10_jpeg.npz").write_bytes(b"")
+    assert data.is_available("cifar10", tmp_path) and data.course_dataset(tmp_path) == "cifar10"
+    with pytest.raises(data.SSLMinimalError, match="valid datasets are"):
+        data.is_available("imagenet", tmp_path)
