@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import inspect
 
-from . import augmentations, data, evaluate, losses, visualize
+import torch
+
+from . import augmentations, data, distributed, evaluate, losses, visualize
 from .checks import SSLMinimalError, unknown_name
 from .methods import METHODS as _METHOD_CLASSES
 from .training import BUDGETS, Budget, History, fit, get_budget
@@ -60,10 +62,11 @@ def train(method: str, dataset: str = "shapes", budget: str | Budget | None = No
     test_set = data.load(dataset, "test", data_dir=data_dir)
     options = dict(method_options or {})
     options.setdefault("backbone", resolved.backbone)
+    torch.manual_seed(seed)                                 # the same initial weights for the same seed
     model = build(method, dataset=train_set, **options)
     history = fit(model, train_set, resolved, eval_dataset=test_set, seed=seed, **fit_options)
     return model, history
 
 
 __all__ = ["METHODS", "BUDGETS", "Budget", "History", "SSLMinimalError", "augmentations", "build", "data",
-           "evaluate", "fit", "get_budget", "losses", "train", "visualize"]
+           "distributed", "evaluate", "fit", "get_budget", "losses", "train", "visualize"]

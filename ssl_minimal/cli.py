@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 def _train(args) -> None:
     import matplotlib
     matplotlib.use("Agg")
-    from . import train, visualize
+    from . import distributed, train, visualize
     from .training import get_budget
     budget = get_budget(args.budget, epochs=args.epochs, batch_size=args.batch_size,
                         learning_rate=args.learning_rate, backbone=args.backbone,
@@ -62,6 +62,8 @@ def _train(args) -> None:
     model, history = train(args.method, args.dataset, budget, data_dir=args.data_dir, seed=args.seed,
                            checkpoint_path=output / "checkpoint.pt", resume=args.resume,
                            max_steps=args.max_steps, device=args.device, progress=not args.no_progress)
+    if not distributed.is_main_process():              # under torchrun, rank 0 reports and writes files
+        return
     output.mkdir(parents=True, exist_ok=True)
     (output / "history.json").write_text(json.dumps(history.to_dict(), indent=1))
     visualize.save_figure(visualize.plot_history(history), output / "training_curves.png")

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
+
 # Official InstDisc code (github.com/zhirongw/lemniscate.pytorch) updates bank rows with momentum 0.5.
 BANK_MOMENTUM = 0.5
 
@@ -33,7 +35,9 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def update(self, indices: torch.Tensor, features: torch.Tensor) -> None:
-        """v_i <- normalize(m v_i + (1 - m) f_i) for the rows `indices` [B]; features [B, D]."""
+        """v_i <- normalize(m v_i + (1 - m) f_i) for the rows `indices` [B]; features [B, D].
+        With several processes every process applies the rows of the whole global batch."""
+        indices, features = distributed.gather(indices), distributed.gather(features)
         mixed = self.momentum * self.bank[indices] + (1 - self.momentum) * features
         self.bank[indices] = F.normalize(mixed, dim=1)
 
@@ -60,7 +64,9 @@ class Queue(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        """Replace the B oldest entries with `keys` [B, D] (wrapping around the end of the queue)."""
+        """Replace the B oldest entries with `keys` [B, D] (wrapping around the end of the queue).
+        With several processes the keys of all processes are enqueued, in rank order, on every process."""
+        keys = distributed.gather(keys)
         batch_size = keys.shape[0]
         if batch_size > len(self):
             raise ValueError(f"cannot enqueue {batch_size} keys into a queue of {len(self)}: "

@@ -42,6 +42,10 @@ class Method(nn.Module):
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Calling the method is one training step (DistributedDataParallel calls forward)."""
+        return self.training_step(images, indices)
+
     def after_backward(self, progress: float) -> None:
         """Called after loss.backward() and before the optimiser step, progress = step / total_steps."""
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import evaluate
+from . import distributed, evaluate
 from .checks import SSLMinimalError, unknown_name
 
 CHECKPOINT_FORMAT = 1
@@ -230,18 +230,29 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         e.g. to split a long run over several sessions.
     Note: the dataset is used as given; `budget.train_samples` is applied by the caller
     (`ssl_minimal.train` or the CLI), because methods with a memory bank size it to the dataset.
+    Several processes (torchrun): `budget.batch_size` is the global batch, each process trains on its
+    slice of it inside DistributedDataParallel, rank 0 writes checkpoints (see distributed.py).
     """
     budget = get_budget(budget, **budget_overrides)
-    device = resolve_device(device)
+    device = distributed.setup(resolve_device(device))
+    processes, main_process = distributed.world_size(), distributed.is_main_process()
     if dataset.labels is None or len(dataset) == 0:
         raise SSLMinimalError("the training dataset is empty")
     if budget.batch_size > len(dataset):
         raise SSLMinimalError(f"batch size {budget.batch_size} is larger than the dataset ({len(dataset)} images); "
                               f"use a smaller batch_size or a bigger dataset")
+    if budget.batch_size % processes:
+        raise SSLMinimalError(f"batch size {budget.batch_size} (the global batch) must be divisible by the "
+                              f"number of processes ({processes})")
     torch.manual_seed(seed)
     method.to(device)
     if device.type == "cuda":
         method.to(memory_format=torch.channels_last)
+    # DistributedDataParallel averages gradients over processes; it calls method.forward = training_step.
+    # Buffers (memory bank, queue) are kept in step by the methods themselves (distributed.gather).
+    trainer = (torch.nn.parallel.DistributedDataParallel(method, broadcast_buffers=False)
+               if distributed.is_distributed() else method)
+    torch.manual_seed(seed + distributed.rank())            # each process draws its own augmentations
     images = dataset.images.to(device)
     steps_per_epoch = len(dataset) // budget.batch_size   # drop the last incomplete batch
     total_steps = steps_per_epoch * budget.epochs
@@ -249,7 +260,7 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     schedule = cosine_schedule(learning_rate, 0.0, total_steps, int(budget.warmup_epochs * steps_per_epoch))
     optimizer = make_optimizer(method.optimizer, method.parameter_groups(), learning_rate,
                                method.weight_decay, method.momentum)
-    step_function = torch.compile(method.training_step) if budget.compile else method.training_step
+    step_function = torch.compile(trainer) if budget.compile else trainer
     history = History(budget=dataclasses.asdict(budget))
     start_step = 0
 
@@ -276,13 +287,13 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         torch.set_rng_state(state["cpu_rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
-    elif eval_dataset is not None:
+    elif eval_dataset is not None and main_process:
         history.baseline_knn_accuracy = knn_monitor(method.encoder, dataset, eval_dataset, budget, seed)
         history.knn_step.append(0), history.knn_epoch.append(0.0)
         history.knn_accuracy.append(history.baseline_knn_accuracy)
 
     def checkpoint(step: int) -> None:
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and main_process:
             save_checkpoint(checkpoint_path, {
                 "format": CHECKPOINT_FORMAT, "method": method.name, "step": step, "total_steps": total_steps,
                 "model": method.state_dict(), "optimizer": optimizer.state_dict(), "history": history.to_dict(),
@@ -292,7 +303,8 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     end_step = total_steps if max_steps is None else min(total_steps, max_steps)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
-    bar = tqdm(total=total_steps, initial=start_step, disable=not progress, desc=method.name, unit="step")
+    bar = tqdm(total=total_steps, initial=start_step, disable=not (progress and main_process), desc=method.name,
+               unit="step")
     method.train()
     started = time.perf_counter()
     window_start, window_images = time.perf_counter(), 0
@@ -302,6 +314,7 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         # Same permutation for an epoch whether or not the run was resumed inside it.
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         indices = order[position * budget.batch_size:(position + 1) * budget.batch_size].to(device)
+        indices = distributed.local_slice(indices)          # this process's share of the global batch
         for group in optimizer.param_groups:
             group["lr"] = float(schedule[step])
         with autocast:
@@ -320,7 +333,7 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         step += 1
         method.after_optimizer_step(step / total_steps)
 
-        window_images += len(indices)
+        window_images += len(indices) * processes
         history.step.append(step), history.epoch.append(step / steps_per_epoch)
         history.loss.append(loss_value), history.lr.append(float(schedule[step - 1]))
         elapsed = time.perf_counter() - window_start
@@ -333,7 +346,7 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
 
         end_of_epoch = step % steps_per_epoch == 0
         finished = step == total_steps
-        if eval_dataset is not None and end_of_epoch:
+        if eval_dataset is not None and end_of_epoch and main_process:
             epoch_done = step // steps_per_epoch
             if finished or (budget.knn_every_epochs and epoch_done % budget.knn_every_epochs == 0):
                 accuracy = knn_monitor(method.encoder, dataset, eval_dataset, budget, seed)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import losses
+from .. import distributed, losses
 from ..method import Method
 
 EMBEDDING_DIM = 128   # Sec. 4.1: 128-d embedding
@@ -40,4 +40,6 @@ class InvaSpread(Method):
         x1, x2 = self.augment(images), self.augment(images)   # two views of each image, [B, 3, H, W]
         z = self.head(self.encoder(torch.cat([x1, x2])))      # one forward pass for both views, [2B, D]
         z1, z2 = z.chunk(2)
+        # With several processes the negatives are the whole global batch (a no-op in one process).
+        z1, z2 = distributed.gather_with_gradient(z1), distributed.gather_with_gradient(z2)
         return losses.invariance_spreading_loss(z1, z2, self.temperature)
