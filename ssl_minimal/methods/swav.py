@@ -84,7 +84,7 @@ class SwAV(Method):
     @torch.no_grad()
     def codes(self, scores: torch.Tensor, view: int, z: torch.Tensor) -> torch.Tensor:
         """Codes q [B, K] of one global view: Sinkhorn over the batch (+ queue), or plain softmax."""
-        batch_size = scores.shape[0]
+        batch_size, scores = scores.shape[0], scores.float()   # Sinkhorn in float32 even under autocast
         if self.queues is not None and self.queued >= len(self.queues[view]):
             scores = torch.cat([scores, self.queues[view].keys @ self.prototypes.weight.t()])   # [B + Q, K]
         if self.queues is not None:
