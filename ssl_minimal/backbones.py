@@ -5,6 +5,9 @@ library passes images as floats in [0, 1] and never has to remember which statis
 
 - `small_convnet`: a 4-block VGG-style ConvNet (~1.2 M parameters at width 64). It trains at
   about 1,300 images/s on 2 CPU cores, which is what makes the CPU budgets possible.
+  `norm="group_ws"` swaps BatchNorm for GroupNorm + weight standardisation, so the network uses
+  no batch statistics (Richemond et al. 2020, "BYOL works even without batch statistics", arXiv
+  2010.10241); `norm="none"` removes normalisation altogether.
 - `resnet18`: torchvision's ResNet-18 adapted to 32x32 images as in the SimCLR paper's CIFAR-10
   experiments (Chen et al. 2020, arXiv 2002.05709, Appendix B.9): the 7x7 stride-2 stem becomes a
   3x3 stride-1 convolution and the first max-pool is removed. 512-d features.
@@ -17,6 +20,7 @@ import torchvision
 from torch import nn
 
 from .checks import SSLMinimalError, check_images, unknown_name
+from .heads import group_norm
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)   # published CIFAR-10 training-set statistics
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -34,9 +38,29 @@ class Normalize(nn.Module):
         return (images - self.mean) / self.std
 
 
-def _conv_block(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
-    layers = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-              nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+class WSConv2d(nn.Conv2d):
+    """Conv2d with weight standardisation: each output filter is rescaled to mean 0 and std 1 before
+    use (Qiao et al. 2019, "Micro-Batch Training with Batch-Channel Normalization and Weight
+    Standardization", arXiv 1903.10520), the partner of GroupNorm in Richemond et al. 2020."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        mean = w.mean(dim=(1, 2, 3), keepdim=True)
+        std = w.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        return self._conv_forward(x, (w - mean) / (std + 1e-5), self.bias)
+
+
+CONV_NORMS = ("batch", "group_ws", "none")
+
+
+def _conv_block(in_channels: int, out_channels: int, pool: bool, norm: str = "batch") -> nn.Sequential:
+    if norm == "batch":
+        layers = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels)]
+    elif norm == "group_ws":
+        layers = [WSConv2d(in_channels, out_channels, 3, padding=1, bias=False), group_norm(out_channels)]
+    else:
+        layers = [nn.Conv2d(in_channels, out_channels, 3, padding=1)]
+    layers.append(nn.ReLU(inplace=True))
     if pool:
         layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)
@@ -46,15 +70,18 @@ class SmallConvNet(nn.Module):
     """conv(w) -> pool -> conv(2w) -> pool -> conv(4w) -> pool -> conv(8w) -> global average pool.
 
     Each conv is 3x3 + BatchNorm + ReLU. Output: [B, 8w] features (512-d at the default width 64).
+    norm: "batch" (default), "group_ws" (GroupNorm + weight standardisation) or "none".
     """
 
-    def __init__(self, width: int = 64):
+    def __init__(self, width: int = 64, norm: str = "batch"):
         super().__init__()
+        if norm not in CONV_NORMS:
+            raise unknown_name("norm", norm, CONV_NORMS)
         self.layers = nn.Sequential(
-            _conv_block(3, width, pool=True),            # [B, w, H/2, W/2]
-            _conv_block(width, 2 * width, pool=True),    # [B, 2w, H/4, W/4]
-            _conv_block(2 * width, 4 * width, pool=True),  # [B, 4w, H/8, W/8]
-            _conv_block(4 * width, 8 * width, pool=False),  # [B, 8w, H/8, W/8]
+            _conv_block(3, width, pool=True, norm=norm),              # [B, w, H/2, W/2]
+            _conv_block(width, 2 * width, pool=True, norm=norm),      # [B, 2w, H/4, W/4]
+            _conv_block(2 * width, 4 * width, pool=True, norm=norm),  # [B, 4w, H/8, W/8]
+            _conv_block(4 * width, 8 * width, pool=False, norm=norm),  # [B, 8w, H/8, W/8]
             nn.AdaptiveAvgPool2d(1), nn.Flatten())        # [B, 8w]
         self.output_dim = 8 * width
 

@@ -377,3 +377,19 @@ def collapse_diagnostics(embeddings: torch.Tensor) -> dict[str, float]:
         entropy = -torch.special.xlogy(p, p).sum()                                 # 0 log 0 = 0
         effective_rank = entropy.exp().item()
     return {"std": std, "expected_std": 1 / math.sqrt(dimension), "effective_rank": effective_rank}
+
+
+@torch.no_grad()
+def embeddings_of(method: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The method's projector outputs z = projector(encoder(x)) for uint8 images [N, 3, H, W], in eval
+    mode, as [N, D] — the vectors whose collapse the no-negatives papers measure (SimSiam Fig. 2).
+    Methods without a `projector` give their encoder features. Feed them to `collapse_diagnostics`."""
+    check_images(images)
+    was_training = method.training
+    method.eval()
+    device = next(method.parameters()).device
+    head = getattr(method, "projector", nn.Identity())
+    outputs = [head(method.encoder(images[i:i + batch_size].to(device))).float().cpu()
+               for i in range(0, len(images), batch_size)]
+    method.train(was_training)
+    return torch.cat(outputs)

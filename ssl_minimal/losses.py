@@ -76,3 +76,87 @@ def invariance_spreading_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: f
     # log(1 - P) with P < 1; clamp guards the log against rounding to exactly 1.
     negative_term = (torch.log1p(-probabilities.clamp(max=1 - 1e-6)) * negative_mask).sum(dim=1)  # [2B]
     return -(positive_term + negative_term).mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# Without negatives: SwAV, BYOL, SimSiam, Barlow Twins
+def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """SwAV's codes: an equal-partition soft assignment of B samples to K prototypes (Caron et al.
+    2020, "Unsupervised Learning of Visual Features by Contrasting Cluster Assignments", arXiv
+    2006.09882, Eq. 3 and Algorithm 1: Sinkhorn-Knopp iterations on exp(scores / epsilon)).
+
+        Q = exp(C^T Z / epsilon), then alternately rescale
+            rows of Q^T (prototypes) so each prototype gets 1/K of the mass   (equal partition)
+            columns of Q^T (samples) so each sample has 1/B of the mass
+        and finally multiply by B, so that each sample's code sums to 1.
+
+    scores: [B, K] prototype scores z^T c. Returns Q [B, K]: every row sums to 1 (each sample's code
+    is a distribution over prototypes) and every column sums to about B / K (each prototype gets an
+    equal share of the batch; exactly so as iterations -> infinity).
+    Differentiable, but SwAV calls it under torch.no_grad(): the codes are targets.
+    """
+    batch_size, num_prototypes = scores.shape
+    # Subtracting the maximum does not change Q after normalisation and keeps exp() finite.
+    q = torch.exp((scores - scores.max()) / epsilon)          # [B, K]
+    q = q / q.sum()
+    for _ in range(iterations):
+        q = q / q.sum(dim=0, keepdim=True) / num_prototypes   # each prototype (column) sums to 1/K
+        q = q / q.sum(dim=1, keepdim=True) / batch_size       # each sample (row) sums to 1/B
+    return q * batch_size                                     # rows sum to 1
+
+
+def swav_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature: float = 0.1) -> torch.Tensor:
+    """SwAV's swapped prediction (Caron et al. 2020, arXiv 2006.09882, Eqs. 1-2): predict the code of
+    one view from the scores of another view.
+
+        l(z_t, q_s) = -sum_k q_s^(k) log p_t^(k),   p_t^(k) = softmax_k(z_t^T c_k / temperature)   (Eq. 2)
+        loss = mean over pairs (s, t), s != t, of the batch mean of l(z_t, q_s)                   (Eq. 1)
+
+    scores: one [B, K] tensor z_t^T C per view (with multi-crop: the global views first, then the
+    local ones); codes: the [B, K] codes q_s of the first len(codes) views (the global views; SwAV
+    computes codes only for those). Temperature 0.1 as in the paper (Sec. 4 / Appendix A).
+    """
+    total, pairs = 0.0, 0
+    for s, q in enumerate(codes):
+        for t, z in enumerate(scores):
+            if t != s:
+                total = total - (q * F.log_softmax(z / temperature, dim=1)).sum(dim=1).mean()
+                pairs += 1
+    return total / pairs
+
+
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL (Grill et al. 2020, "Bootstrap Your Own Latent", arXiv 2006.07733, Eq. 2): the mean
+    squared error between L2-normalised prediction and target, ||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z),
+    averaged over the batch. p: online prediction [B, D]; z: target projection [B, D]. The
+    target's stop-gradient is in the method file."""
+    return (2 - 2 * F.cosine_similarity(p, z, dim=1)).mean()
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """SimSiam's D(p, z) = -p/|p| . z/|z| (Chen & He 2021, "Exploring Simple Siamese Representation
+    Learning", arXiv 2011.10566, Eq. 1), averaged over the batch. p, z: [B, D]. The paper's
+    stop-gradient on z is in the method file."""
+    return -F.cosine_similarity(p, z, dim=1).mean()
+
+
+def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, eps: float = 1e-5) -> torch.Tensor:
+    """Barlow Twins (Zbontar et al. 2021, "Barlow Twins: Self-Supervised Learning via Redundancy
+    Reduction", arXiv 2103.03230, Eq. 1):
+
+        C_ij = sum_b z1n_bi z2n_bj / B   (z1n, z2n: each dimension normalised over the batch to
+                                          mean 0 and std 1, as the paper's BatchNorm without affine)
+        loss = sum_i (1 - C_ii)^2  +  lambd * sum_i sum_{j != i} C_ij^2
+                invariance term          redundancy-reduction term
+
+    z1, z2: [B, D] projections of two views. lambd = 5e-3 in the paper (D = 8192). The std is the
+    biased one (divide by B) with eps added to the variance, as BatchNorm1d does.
+    """
+    def batch_normalise(z):
+        return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=False) + eps)
+
+    batch_size, dimension = z1.shape
+    c = batch_normalise(z1).t() @ batch_normalise(z2) / batch_size     # [D, D]
+    on_diagonal = (torch.diagonal(c) - 1).pow(2).sum()
+    off_diagonal = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+    return on_diagonal + lambd * off_diagonal

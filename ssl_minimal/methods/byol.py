@@ -1,0 +1,83 @@
+"""BYOL — "Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning".
+
+Jean-Bastien Grill, Florian Strub, Florent Altché, Corentin Tallec, Pierre H. Richemond, et al.
+NeurIPS 2020. arXiv:2006.07733.
+
+The idea: an online network (encoder -> projector -> predictor) learns to predict the projection
+that a *target* network gives for another view of the same image. The target is not trained: it is
+an exponential moving average of the online network, so it changes slowly and provides stable,
+ever-improving targets. No negatives; the predictor plus the slow target avoid collapse.
+
+Code follows the paper's Fig. 2 and Sec. 3.1:
+    online:  y = f_theta(v), z = g_theta(y), p = q_theta(z);   target: z'_xi = g_xi(f_xi(v'))
+    L = ||p/|p| - z'/|z'|||^2 = 2 - 2 cos(p, z'), symmetrised: L_total = L + L~           (Eq. 2)
+    xi <- tau xi + (1 - tau) theta,  tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2      (Sec. 3.2)
+Paper values (Sec. 3.3, Appendix B/C): projector and predictor = Linear(4096) -> BN -> ReLU ->
+Linear(256); tau_base = 0.996; LARS, lr 0.2 x B/256, weight decay 1.5e-6; view 1 / view 2
+augmentations of Table 6 (recipes byol_view1, byol_view2).
+Collapse lesson: `projector_batch_norm=False, predictor_batch_norm=False` removes the BatchNorm of
+the heads (Fetterman & Albrecht, "Understanding self-supervised and contrastive learning with
+BYOL", Untitled AI blog, 2020, found it then collapses); `norm="group_ws"` replaces every
+BatchNorm by GroupNorm (+ weight standardisation in the ConvNet), which Richemond et al. 2020,
+"BYOL works even without batch statistics", arXiv 2010.10241, show trains without collapse.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import augmentations, losses
+from ..checks import SSLMinimalError
+from ..heads import mlp
+from ..method import Method
+from ..momentum import cosine_momentum, momentum_copy, momentum_update
+
+HIDDEN_DIM = 4096         # Sec. 3.3: MLP hidden size 4096
+PROJECTION_DIM = 256      # Sec. 3.3: output size 256
+BASE_MOMENTUM = 0.996     # Sec. 3.3: tau_base = 0.996
+
+
+class BYOL(Method):
+    name = "byol"
+    optimizer = "lars"
+    learning_rate = 0.2    # Sec. 3.3: lr = 0.2 x BatchSize / 256
+    weight_decay = 1.5e-6  # Sec. 3.3
+    augmentation = "byol_view1"
+
+    def __init__(self, hidden_dim: int = HIDDEN_DIM, projection_dim: int = PROJECTION_DIM,
+                 base_momentum: float = BASE_MOMENTUM, projector_batch_norm: bool = True,
+                 predictor_batch_norm: bool = True, norm: str = "batch", image_size: int = 32,
+                 **encoder_options):
+        if norm not in ("batch", "group_ws"):
+            raise SSLMinimalError(f"BYOL norm must be 'batch' or 'group_ws', got {norm!r}")
+        if norm == "group_ws":   # no batch statistics anywhere (Richemond et al. 2020)
+            encoder_options["backbone_options"] = {**encoder_options.get("backbone_options", {}), "norm": "group_ws"}
+        super().__init__(image_size=image_size, **encoder_options)
+        self.augment_prime = augmentations.recipe("byol_view2", image_size)   # T' (Table 6)
+        self.base_momentum = base_momentum
+        self.tau = base_momentum
+
+        def head_norm(batch_norm: bool) -> str:
+            return "group" if norm == "group_ws" else ("batch" if batch_norm else "none")
+
+        # online network: f_theta = self.encoder, g_theta = projector, q_theta = predictor
+        self.projector = mlp([self.encoder.output_dim, hidden_dim, projection_dim], norm=head_norm(projector_batch_norm))
+        self.predictor = mlp([projection_dim, hidden_dim, projection_dim], norm=head_norm(predictor_batch_norm))
+        # target network: f_xi, g_xi start as copies of the online ones and get no gradients
+        self.target_encoder = momentum_copy(self.encoder)
+        self.target_projector = momentum_copy(self.projector)
+
+    def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        v1, v2 = self.augment(images), self.augment_prime(images)        # v ~ T, v' ~ T'
+        p1 = self.predictor(self.projector(self.encoder(v1)))            # q_theta(z_theta), [B, 256]
+        p2 = self.predictor(self.projector(self.encoder(v2)))
+        with torch.no_grad():                                            # sg(z'_xi): targets only
+            z1 = self.target_projector(self.target_encoder(v1))          # [B, 256]
+            z2 = self.target_projector(self.target_encoder(v2))
+        return losses.byol_loss(p1, z2) + losses.byol_loss(p2, z1)       # L + L~ (Eq. 2)
+
+    def after_optimizer_step(self, progress: float) -> None:
+        # xi <- tau xi + (1 - tau) theta, with tau rising from tau_base to 1 (Sec. 3.2)
+        self.tau = cosine_momentum(self.base_momentum, progress)
+        momentum_update(self.target_encoder, self.encoder, self.tau)
+        momentum_update(self.target_projector, self.projector, self.tau)

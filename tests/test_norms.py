@@ -1,0 +1,43 @@
+"""Normalisation options used by the collapse lessons: heads.mlp(norm=...) and SmallConvNet(norm=...)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssl_minimal.backbones import SmallConvNet, WSConv2d
+from ssl_minimal.checks import SSLMinimalError
+from ssl_minimal.heads import mlp
+
+
+def test_mlp_norm_choices():
+    assert isinstance(mlp([4, 64, 2])[1], nn.BatchNorm1d)
+    group = mlp([4, 64, 2], norm="group")
+    assert isinstance(group[1], nn.GroupNorm) and group[1].num_groups == 32
+    assert mlp([4, 48, 2], norm="group")[1].num_groups == 16                  # gcd(32, 48)
+    assert [type(m) for m in mlp([4, 8, 2], norm="none")] == [nn.Linear, nn.ReLU, nn.Linear]
+    assert [type(m) for m in mlp([4, 8, 2], batch_norm=False)] == [nn.Linear, nn.ReLU, nn.Linear]
+    with pytest.raises(SSLMinimalError, match="valid norms are: batch, group, none"):
+        mlp([4, 8, 2], norm="layer")
+
+
+def test_weight_standardised_conv_uses_filters_of_mean_zero_and_std_one():
+    torch.manual_seed(0)
+    conv = WSConv2d(3, 4, 3, padding=1, bias=False)
+    x = torch.randn(2, 3, 5, 5)
+    w = conv.weight
+    flat = w.view(4, -1)
+    standardised = ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, unbiased=False, keepdim=True) + 1e-5)).view_as(w)
+    assert torch.allclose(conv(x), F.conv2d(x, standardised, padding=1), atol=1e-5)
+    assert not torch.allclose(conv(x), F.conv2d(x, w, padding=1), atol=1e-3)
+
+
+def test_small_convnet_without_batch_statistics():
+    net = SmallConvNet(width=8, norm="group_ws")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    net.train()
+    x = torch.randn(3, 3, 32, 32)
+    single = torch.cat([net(x[i:i + 1]) for i in range(3)])
+    assert torch.allclose(net(x), single, atol=1e-5)     # each image's output ignores the rest of the batch
+    with pytest.raises(SSLMinimalError, match="valid norms are"):
+        SmallConvNet(norm="layer")
