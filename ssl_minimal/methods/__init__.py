@@ -2,8 +2,13 @@
 
 from .instdisc import InstDisc
 from .invaspread import InvaSpread
+from .moco import MoCoV1, MoCoV2
+from .simclr import SimCLR
 
 METHODS = {
     "instdisc": InstDisc,
     "invaspread": InvaSpread,
+    "moco_v1": MoCoV1,
+    "moco_v2": MoCoV2,
+    "simclr_v1": SimCLR,
 }
