@@ -4,6 +4,7 @@ from .instdisc import InstDisc
 from .invaspread import InvaSpread
 from .moco import MoCoV1, MoCoV2
 from .simclr import SimCLR
+from .simclr_v2 import SimCLRv2
 
 METHODS = {
     "instdisc": InstDisc,
@@ -11,4 +12,5 @@ METHODS = {
     "moco_v1": MoCoV1,
     "moco_v2": MoCoV2,
     "simclr_v1": SimCLR,
+    "simclr_v2": SimCLRv2,
 }
