@@ -513,9 +513,57 @@ def minimal(image_size: int = 32, scale: tuple[float, float] = (0.08, 1.0)) -> A
                                     Step(horizontal_flip, p=0.5)], "ablation, Chen et al. 2020, Fig. 5")
 
 
+def moco_v1(image_size: int = 32, scale: tuple[float, float] = (0.2, 1.0), jitter: float = 0.4,
+            grayscale_p: float = 0.2, flip_p: float = 0.5) -> Augmentation:
+    """He et al. 2019, "Momentum Contrast for Unsupervised Visual Representation Learning", arXiv
+    1911.05722, Sec. 4 "Data augmentation": crop (scale 0.2-1) + resize, grayscale p=0.2, colour
+    jitter, flip; the official code (facebookresearch/moco) uses ColorJitter(0.4, 0.4, 0.4, 0.4)
+    always applied, i.e. InstDisc's recipe."""
+    return Augmentation("moco_v1", [
+        Step(random_resized_crop, size=image_size, scale=scale),
+        Step(random_grayscale, p=grayscale_p),
+        Step(color_jitter, brightness=jitter, contrast=jitter, saturation=jitter, hue=jitter, p=1.0),
+        Step(horizontal_flip, p=flip_p)], "He et al. 2019, arXiv 1911.05722")
+
+
+def moco_v2(image_size: int = 32, scale: tuple[float, float] = (0.2, 1.0), jitter_p: float = 0.8,
+            grayscale_p: float = 0.2, blur_p: float = 0.5) -> Augmentation:
+    """Chen, Fan, Girshick, He 2020, "Improved Baselines with Momentum Contrastive Learning", arXiv
+    2003.04297: MoCo v1's crop plus SimCLR's stronger colour distortion and Gaussian blur. Official
+    code: crop scale (0.2, 1), ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.2, blur
+    sigma 0.1-2.0 p=0.5, flip. The blur kernel is 10% of the side (3 px at 32 px)."""
+    return Augmentation("moco_v2", [
+        Step(random_resized_crop, size=image_size, scale=scale),
+        Step(color_jitter, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=jitter_p),
+        Step(random_grayscale, p=grayscale_p),
+        Step(gaussian_blur, p=blur_p, sigma=BLUR_SIGMA, kernel_size=default_kernel_size(image_size)),
+        Step(horizontal_flip, p=0.5)], "Chen et al. 2020, arXiv 2003.04297")
+
+
+def cpc(image_size: int = 32, scale: tuple[float, float] = ((256 / 300) ** 2, 1.0),
+        grayscale_p: float = 1.0) -> Augmentation:
+    """van den Oord et al. 2018, "Representation Learning with Contrastive Predictive Coding", arXiv
+    1807.03748, Sec. 3.3: a 256 px crop of a 300 px image (area fraction (256/300)^2 ~ 0.73, here as
+    a random resized crop), horizontal flip p=0.5, converted to greyscale. (The paper's extra
+    60/64 px sub-crop of each patch is left out.)"""
+    return Augmentation("cpc", [
+        Step(random_resized_crop, size=image_size, scale=scale),
+        Step(horizontal_flip, p=0.5),
+        Step(random_grayscale, p=grayscale_p)], "van den Oord et al. 2018, arXiv 1807.03748, Sec. 3.3")
+
+
+def cmc(image_size: int = 32, scale: tuple[float, float] = (0.2, 1.0)) -> Augmentation:
+    """Tian et al. 2019, "Contrastive Multiview Coding", arXiv 1906.05849: the official code's
+    ImageNet Lab pipeline is a random resized crop (scale 0.2-1) and a flip; no colour jitter,
+    because the two views *are* the colour channels (L vs ab) of the same crop."""
+    return Augmentation("cmc", [Step(random_resized_crop, size=image_size, scale=scale),
+                                Step(horizontal_flip, p=0.5)], "Tian et al. 2019, arXiv 1906.05849")
+
+
 RECIPES: dict[str, Callable[..., Augmentation]] = {
     "instdisc": instdisc, "invaspread": invaspread, "simclr": simclr,
-    "byol_view1": byol_view1, "byol_view2": byol_view2, "minimal": minimal}
+    "byol_view1": byol_view1, "byol_view2": byol_view2, "minimal": minimal,
+    "moco_v1": moco_v1, "moco_v2": moco_v2, "cpc": cpc, "cmc": cmc}
 
 
 def recipe(name: str, image_size: int = 32, **overrides) -> Augmentation:

@@ -79,6 +79,86 @@ def invariance_spreading_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: f
 
 
 # ----------------------------------------------------------------------------------------------
+# The contrastive era: InfoNCE in its forms (CPC, CMC, MoCo, SimCLR) and SimCLR v2's distillation
+def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """MoCo's InfoNCE (He et al. 2019, arXiv 1911.05722, Eq. 1), one positive key per query:
+
+        L_q = -log [ exp(q.k+ / tau) / (exp(q.k+ / tau) + sum_{k- in queue} exp(q.k- / tau)) ]
+
+    query, key: [N, C]; queue: [K, C] negatives. Inputs are used as given: MoCo's code normalises
+    q and k (and so the queue) before the loss, and so do our callers. The logits are
+    [q.k+, q.queue] / tau with the positive first, then cross-entropy with label 0 (Algorithm 1).
+    """
+    positive = (query * key).sum(dim=1, keepdim=True)                # [N, 1]
+    negative = query @ queue.t()                                       # [N, K]
+    logits = torch.cat([positive, negative], dim=1) / temperature      # [N, 1 + K]
+    labels = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
+    return F.cross_entropy(logits, labels)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent (Chen et al. 2020, arXiv 2002.05709, Eq. 1 and Algorithm 1).
+
+    The 2N projections [z1; z2] are L2-normalised here (sim(u, v) = u.v / |u||v|). For the pair
+    (i, j) of two views of one image:
+
+        l(i, j) = -log [ exp(sim(z_i, z_j) / tau) / sum_{k != i} exp(sim(z_i, z_k) / tau) ]
+
+    and the loss is the mean of l over all 2N anchors (both l(i, j) and l(j, i)). z1, z2: [N, D].
+    """
+    batch_size = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)                            # [2N, D]
+    logits = z @ z.t() / temperature                                        # [2N, 2N]
+    self_mask = torch.eye(2 * batch_size, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))                   # k != i
+    positives = torch.cat([torch.arange(batch_size, 2 * batch_size), torch.arange(batch_size)]).to(z.device)
+    return F.cross_entropy(logits, positives)
+
+
+def cpc_info_nce(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """CPC's InfoNCE (van den Oord et al. 2018, arXiv 1807.03748, Eq. 4) with in-batch negatives.
+
+    Row i of `predictions` [M, D] is W_k c_t for one position, row i of `targets` [M, D] is the
+    true z_{t+k} there; every other target row is a negative. The score is the log-bilinear
+    f_k = exp(z^T W_k c_t) (Eq. 3): no normalisation, no temperature. Loss = mean over rows of
+
+        -log [ exp(p_i . z_i) / sum_j exp(p_i . z_j) ]
+    """
+    logits = predictions @ targets.t()                                              # [M, M]
+    return F.cross_entropy(logits, torch.arange(predictions.shape[0], device=predictions.device))
+
+
+def cmc_loss(z_view1: torch.Tensor, z_view2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """CMC's two-view contrastive loss (Tian et al. 2019, arXiv 1906.05849, Eqs. 2-3), in-batch form.
+
+    Embeddings are L2-normalised here; h(v1, v2) = exp(v1.v2 / tau). The anchor view 1 of image i
+    must pick its own view 2 among the views 2 of the batch, and the other way round:
+
+        L(V1, V2) = L_contrast^{V1,V2} + L_contrast^{V2,V1}                      (Eq. 3)
+        L_contrast^{V1,V2} = -mean_i log [ h(v1_i, v2_i) / sum_j h(v1_i, v2_j) ]  (Eq. 2)
+
+    z_view1, z_view2: [N, D] embeddings of the two views of the same N images.
+    """
+    v1, v2 = F.normalize(z_view1, dim=1), F.normalize(z_view2, dim=1)
+    logits = v1 @ v2.t() / temperature                                      # [N, N], row i: anchor v1_i
+    labels = torch.arange(v1.shape[0], device=v1.device)
+    return F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """SimCLR v2's distillation loss (Chen et al. 2020, arXiv 2006.10029, Eq. 2):
+
+        L = -sum_x sum_y P^T(y | x; tau) log P^S(y | x; tau),   P(y | x; tau) = softmax(logits / tau)
+
+    averaged (not summed) over the batch. Both logits: [B, num_classes]. The teacher's
+    stop-gradient belongs to the caller (the method file detaches the teacher's logits).
+    """
+    teacher = (teacher_logits / temperature).softmax(dim=1)
+    student = (student_logits / temperature).log_softmax(dim=1)
+    return -(teacher * student).sum(dim=1).mean()
+
+
 # Without negatives: SwAV, BYOL, SimSiam, Barlow Twins
 def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
     """SwAV's codes: an equal-partition soft assignment of B samples to K prototypes (Caron et al.

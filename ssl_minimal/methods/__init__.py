@@ -1,15 +1,22 @@
 """One file per method, in the order of the course. `METHODS` maps the lower-case name to the class."""
 
-from .instdisc import InstDisc
 from .barlow_twins import BarlowTwins
 from .byol import BYOL
+from .instdisc import InstDisc
 from .invaspread import InvaSpread
+from .moco import MoCoV1, MoCoV2
+from .simclr import SimCLR
+from .simclr_v2 import SimCLRv2
 from .simsiam import SimSiam
 from .swav import SwAV
 
 METHODS = {
     "instdisc": InstDisc,
     "invaspread": InvaSpread,
+    "moco_v1": MoCoV1,
+    "moco_v2": MoCoV2,
+    "simclr_v1": SimCLR,
+    "simclr_v2": SimCLRv2,
     "swav": SwAV,
     "byol": BYOL,
     "simsiam": SimSiam,

@@ -1,0 +1,109 @@
+"""SimCLR v2 — "Big Self-Supervised Models are Strong Semi-Supervised Learners".
+
+Ting Chen, Simon Kornblith, Kevin Swersky, Mohammad Norouzi, Geoffrey Hinton. NeurIPS 2020.
+arXiv:2006.10029.
+
+The idea: semi-supervised learning in three steps (Fig. 3). (1) Pretrain with SimCLR, but with a
+deeper, 3-layer projection head. (2) Fine-tune on the few labels *from the middle of the head*:
+the first head layer is kept as part of the network (Sec. 2.2, "fine-tune from the 1st layer of
+the projection head"). (3) Distil the fine-tuned teacher into a student on the unlabelled images,
+matching the teacher's softened class distribution (Eq. 2); no labels are needed in this step.
+
+Steps (2) and (3) are small `Method`s, so they reuse `fit` like everything else:
+
+    teacher = ssl_minimal.build("simclr_v2"); fit(teacher, unlabelled, ...)
+    tuned = FineTune(teacher, labelled_subset.labels, num_classes=10); fit(tuned, labelled_subset, ...)
+    student = Distill(tuned, num_classes=10); fit(student, unlabelled, ...)
+
+`labelled_subset` is e.g. `train.subset(len(train) // 100)` for the paper's 1% setting.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import losses
+from ..method import Method
+from .simclr import SimCLR
+
+DISTILLATION_TEMPERATURE = 1.0   # Sec. 2.3 / Appendix: tau = 1 for distillation
+
+
+class SimCLRv2(SimCLR):
+    name = "simclr_v2"
+    head_layers = 3          # Sec. 2.2: a 3-layer projection head (two hidden layers + output)
+
+
+class Classifier(nn.Module):
+    """Encoder -> (first projection-head layer) -> Linear(num_classes). Takes images, returns logits."""
+
+    def __init__(self, encoder: nn.Module, head_layer: nn.Module, feature_dim: int, num_classes: int):
+        super().__init__()
+        self.encoder, self.head_layer = encoder, head_layer
+        self.linear = nn.Linear(feature_dim, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.head_layer(self.encoder(images)))      # [B, num_classes]
+
+
+def first_head_layer(model: SimCLR) -> tuple[nn.Module, int]:
+    """The first Linear -> BN -> ReLU block of a SimCLR(v2) MLP head, and its output size."""
+    layers = list(model.head.children())
+    linear = layers[0]
+    return nn.Sequential(*layers[:3]), linear.out_features
+
+
+class FineTune(Method):
+    """Supervised fine-tuning of a pretrained SimCLR v2 model from the first head layer (Sec. 2.2).
+
+    `labels` are the labels of the (small) dataset given to `fit`, indexed by the `indices` that
+    `fit` passes. Augmentation: random crop + flip only (Appendix B: fine-tuning "with random crops
+    and horizontal flips"). Optimiser: the paper uses LARS with batch 1024; ours is SGD, lr 0.05.
+    """
+    name = "simclr_v2_finetune"
+    optimizer = "sgd"
+    learning_rate = 0.05
+    weight_decay = 0.0       # Appendix B: no weight decay for fine-tuning
+    augmentation = "minimal"
+
+    def __init__(self, pretrained: SimCLR, labels: torch.Tensor, num_classes: int, image_size: int = 32):
+        super().__init__(image_size=image_size)
+        head_layer, width = first_head_layer(pretrained)
+        self.encoder = pretrained.encoder            # the network keeps learning (full fine-tuning)
+        self.classifier = Classifier(self.encoder, head_layer, width, num_classes)
+        self.register_buffer("labels", labels.clone().long())
+
+    def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(self.augment(images))
+        return nn.functional.cross_entropy(logits, self.labels[indices])
+
+
+class Distill(Method):
+    """Self-distillation (Sec. 2.3, Eq. 2): a student of the same architecture learns the frozen
+    fine-tuned teacher's softened predictions on unlabelled images. The student is a fresh network."""
+    name = "simclr_v2_distill"
+    optimizer = "sgd"
+    learning_rate = 0.05      # ours (the paper uses LARS with its pretraining recipe)
+    weight_decay = 1e-6
+    augmentation = "minimal"
+
+    def __init__(self, teacher: FineTune, num_classes: int, temperature: float = DISTILLATION_TEMPERATURE,
+                 backbone: str = "small_convnet", image_size: int = 32, **encoder_options):
+        super().__init__(backbone=backbone, image_size=image_size, **encoder_options)
+        self.temperature = temperature
+        width = teacher.classifier.linear.in_features
+        head_layer = nn.Sequential(nn.Linear(self.encoder.output_dim, width, bias=False),
+                                   nn.BatchNorm1d(width), nn.ReLU(inplace=True))
+        self.classifier = Classifier(self.encoder, head_layer, width, num_classes)
+        self.teacher = teacher.classifier
+        for parameter in self.teacher.parameters():
+            parameter.requires_grad_(False)           # the teacher is fixed
+
+    def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        x = self.augment(images)
+        self.teacher.eval()
+        with torch.no_grad():                         # stop-gradient: only the student learns
+            teacher_logits = self.teacher(x)          # [B, C]
+        student_logits = self.classifier(x)           # [B, C]
+        return losses.distillation_loss(student_logits, teacher_logits, self.temperature)

@@ -1,0 +1,106 @@
+"""MoCo v1/v2: stop-gradient into the key encoder, Eq. 2 momentum update, FIFO queue, shuffled BN."""
+
+import copy
+
+import pytest
+import torch
+
+import ssl_minimal
+from ssl_minimal import losses
+from ssl_minimal.methods.moco import MoCoV1
+
+
+def _sgd_step(model, images, indices):
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    loss = model.training_step(images, indices)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    model.after_optimizer_step(0.0)
+    return loss
+
+
+def test_no_gradient_reaches_the_key_encoder_or_the_queue(tiny_dataset):
+    model = ssl_minimal.build("moco_v1", queue_size=32)
+    loss = model.training_step(tiny_dataset.images[:8], torch.arange(8))
+    loss.backward()
+    assert all(not p.requires_grad and p.grad is None
+               for p in list(model.key_encoder.parameters()) + list(model.key_head.parameters()))
+    assert not model.queue.keys.requires_grad
+    assert model.encoder.backbone.layers[0][0].weight.grad is not None     # the query encoder learns
+
+
+@pytest.mark.parametrize("name", ["moco_v1", "moco_v2"])
+def test_key_encoder_is_the_momentum_average_after_a_step(tiny_dataset, name):
+    m = 0.9
+    model = ssl_minimal.build(name, queue_size=32, momentum_m=m)
+    with torch.no_grad():   # make the two encoders differ first, so the rule is visible
+        for p in model.key_encoder.parameters():
+            p.add_(0.1)
+    key_before = copy.deepcopy(model.key_encoder.state_dict())
+    head_before = copy.deepcopy(model.key_head.state_dict())
+    _sgd_step(model, tiny_dataset.images[:8], torch.arange(8))
+    for name_, p in model.encoder.named_parameters():
+        expected = m * key_before[name_] + (1 - m) * p.detach()     # theta_k <- m theta_k + (1 - m) theta_q
+        assert torch.allclose(dict(model.key_encoder.named_parameters())[name_], expected, atol=1e-6), name_
+    for name_, p in model.head.named_parameters():
+        expected = m * head_before[name_] + (1 - m) * p.detach()
+        assert torch.allclose(dict(model.key_head.named_parameters())[name_], expected, atol=1e-6), name_
+
+
+def test_queue_holds_the_keys_of_the_last_two_batches_in_order(tiny_dataset):
+    model = ssl_minimal.build("moco_v1", queue_size=16)
+    keys = []
+    original_key = model.key
+
+    def recording_key(x):
+        k = original_key(x)
+        keys.append(k.clone())
+        return k
+
+    model.key = recording_key
+    for batch in range(2):
+        indices = torch.arange(8 * batch, 8 * batch + 8)
+        _sgd_step(model, tiny_dataset.images[indices], indices)
+    assert torch.equal(model.queue.keys, torch.cat(keys))          # FIFO: batch 1 then batch 2
+    assert model.queue.ptr.item() == 0                            # 16 keys written into 16 rows: wrapped
+
+
+def test_training_step_is_info_nce_of_recomputed_query_key_and_queue(tiny_dataset):
+    model = ssl_minimal.build("moco_v2", queue_size=32)
+    images = tiny_dataset.images[:8]
+    queue_before = model.queue.keys.clone()
+    torch.manual_seed(5)
+    loss = model.training_step(images, torch.arange(8))
+    torch.manual_seed(5)
+    with torch.no_grad():
+        x_q, x_k = model.augment(images), model.augment(images)
+        q, k = model.query(x_q), model.key(x_k)
+    expected = losses.info_nce(q, k, queue_before, model.temperature)
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert model.temperature == 0.2 and isinstance(model.head, torch.nn.Sequential)
+
+
+def test_shuffled_bn_unshuffle_restores_the_order():
+    """With one BN group the batch statistics do not depend on the order, so shuffling then
+    unshuffling must give exactly the keys of the unshuffled batch, row by row."""
+    torch.manual_seed(0)
+    model = MoCoV1(queue_size=16, bn_groups=1)
+    x = torch.rand(8, 3, 32, 32)
+    direct = torch.nn.functional.normalize(model.key_head(model.key_encoder(x)), dim=1)
+    assert torch.allclose(model.key(x), direct, atol=1e-5)
+
+
+def test_shuffled_bn_uses_sub_batch_statistics():
+    torch.manual_seed(0)
+    model = MoCoV1(queue_size=16, bn_groups=4)
+    x = torch.rand(8, 3, 32, 32)
+    direct = torch.nn.functional.normalize(model.key_head(model.key_encoder(x)), dim=1)
+    assert not torch.allclose(model.key(x), direct, atol=1e-3)
+    model.eval()   # in eval mode BN uses running statistics: the groups no longer matter
+    direct = torch.nn.functional.normalize(model.key_head(model.key_encoder(x)), dim=1)
+    assert torch.allclose(model.key(x), direct, atol=1e-5)
+
+
+def test_queue_is_capped_for_small_datasets(tiny_dataset):
+    assert len(ssl_minimal.build("moco_v1", dataset=tiny_dataset).queue) == len(tiny_dataset) // 2
