@@ -53,8 +53,9 @@ class Budget:
 
 
 BUDGETS = {
-    # CI: a few seconds on 2 CPU cores.
-    "smoke": Budget("smoke", epochs=2, batch_size=128, train_samples=2_000, knn_every_epochs=1,
+    # CI: seconds on 2 CPU cores. 4 epochs (not 2): InvaSpread then beats the random-init kNN on
+    # CIFAR-10 clearly (31.3% -> 37.7%, tests/test_learning.py); 2 epochs were within noise. See BENCHMARKS.md.
+    "smoke": Budget("smoke", epochs=4, batch_size=128, train_samples=2_000, knn_every_epochs=1,
                     knn_train_samples=2_000, knn_test_samples=1_000, checkpoint_every_steps=50),
     # A few minutes on 2 CPU cores with the small ConvNet.
     "cpu": Budget("cpu", epochs=15, batch_size=256, train_samples=20_000, warmup_epochs=1,

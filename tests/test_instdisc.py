@@ -102,3 +102,12 @@ def test_nce_step_scores_the_own_row_against_uniform_noise_rows(tiny_dataset):
     expected = -(torch.log(positive / (positive + m_pn)).mean()
                  + torch.log(m_pn / (noise_probability + m_pn)).sum(1).mean())
     assert torch.allclose(loss, expected, rtol=1e-4)
+
+
+def test_full_softmax_step_back_propagates_after_the_bank_update(tiny_dataset):
+    # The bank is updated in place inside training_step, before fit calls loss.backward().
+    model = _model(full_softmax=True)
+    indices = torch.arange(8)
+    loss = model.training_step(tiny_dataset.images[indices], indices)
+    loss.backward()
+    assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0

@@ -53,7 +53,8 @@ class InstDisc(Method):
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         v = self.embed(self.augment(images))                         # [B, D]
         if self.full_softmax:
-            loss = losses.nonparametric_softmax_loss(v, self.memory_bank.bank, indices, self.temperature)
+            # A copy: the bank update below changes the buffer in place before loss.backward() runs.
+            loss = losses.nonparametric_softmax_loss(v, self.memory_bank.bank.clone(), indices, self.temperature)
         else:
             loss = self.nce_step(v, indices)
         # The bank is a buffer: gradients reach the encoder only through v, the current batch.

@@ -1,0 +1,97 @@
+"""Train methods at a budget and report kNN top-1 before (random init) and after training.
+
+    SSL_DATA_DIR=/work/shared/data python benchmarks/train_methods.py                 # all methods, cpu, CIFAR-10
+    python benchmarks/train_methods.py instdisc invaspread --budget cpu --dataset cifar10
+    python benchmarks/train_methods.py instdisc --budget smoke --dataset shapes --output runs/bench
+
+For each method: build it (seeded), measure kNN top-1 (k=200, tau=0.1) of the randomly initialised
+encoder, train it with `fit` at the budget on the budget's class-balanced training subset, and
+measure again. Both measurements use the *whole* test split (10,000 CIFAR-10 images) as queries
+and the whole training subset as the labelled bank, whatever the in-training monitor uses.
+Prints one markdown table row per method and writes OUTPUT/results.json and OUTPUT/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import ssl_minimal
+from ssl_minimal import evaluate
+from ssl_minimal.training import fit, get_budget
+
+KNN_K = 200   # kNN protocol of InstDisc (Wu et al. 2018, arXiv 1805.01978): k = 200, tau = 0.1
+
+
+def full_knn(encoder: torch.nn.Module, train, test) -> float:
+    """kNN top-1 with the whole `train` set as bank and every image of `test` as a query."""
+    bank = evaluate.extract_features(encoder, train.images)
+    queries = evaluate.extract_features(encoder, test.images)
+    return evaluate.knn_accuracy(bank, train.labels, queries, test.labels, k=min(KNN_K, len(train)))
+
+
+def run_method(name: str, dataset: str, budget, seed: int, data_dir: str | None) -> dict:
+    train_set = ssl_minimal.data.load(dataset, "train", data_dir=data_dir)
+    if budget.train_samples is not None and budget.train_samples < len(train_set):
+        train_set = train_set.subset(budget.train_samples, seed=seed)
+    test_set = ssl_minimal.data.load(dataset, "test", data_dir=data_dir)
+    torch.manual_seed(seed)
+    model = ssl_minimal.build(name, dataset=train_set, backbone=budget.backbone)
+    before = full_knn(copy.deepcopy(model.encoder), train_set, test_set)
+    started = time.perf_counter()
+    history = fit(model, train_set, budget, eval_dataset=test_set, seed=seed, progress=False)
+    wall = time.perf_counter() - started
+    after = full_knn(model.encoder, train_set, test_set)
+    images = len(history.step) * budget.batch_size
+    return {"method": name, "dataset": dataset, "budget": budget.name, "backbone": budget.backbone,
+            "epochs": budget.epochs, "batch_size": budget.batch_size, "train_samples": len(train_set),
+            "test_samples": len(test_set), "knn_before": before, "knn_after": after,
+            "monitor_knn": history.knn_accuracy, "train_seconds": history.wall_seconds,
+            "wall_seconds": wall, "images_per_second": images / history.wall_seconds,
+            "final_loss": history.loss[-1], "seed": seed, "threads": torch.get_num_threads()}
+
+
+def markdown_row(r: dict) -> str:
+    return (f"| {r['method']} | {r['dataset']} | {r['budget']} ({r['epochs']} ep x {r['train_samples']} img, "
+            f"batch {r['batch_size']}, {r['backbone']}) | {r['knn_before']:.1%} | **{r['knn_after']:.1%}** | "
+            f"{r['knn_after'] - r['knn_before']:+.1%} | {r['wall_seconds'] / 60:.1f} min | "
+            f"{r['images_per_second']:.0f} |")
+
+
+HEADER = ("| method | dataset | budget | kNN random init | kNN trained | gain | wall time (incl. monitor) | "
+          "train img/s |\n|---|---|---|---|---|---|---|---|")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("methods", nargs="*", default=list(ssl_minimal.METHODS))
+    parser.add_argument("--budget", default="cpu")
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--data-dir", default=None, help="default: $SSL_DATA_DIR")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--train-samples", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="runs/benchmarks")
+    args = parser.parse_args()
+    budget = get_budget(args.budget, epochs=args.epochs, train_samples=args.train_samples)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads\n{HEADER}", flush=True)
+    results = []
+    for name in args.methods:
+        results.append(run_method(name, args.dataset, budget, args.seed, args.data_dir))
+        print(markdown_row(results[-1]), flush=True)
+        (output / "results.json").write_text(json.dumps(results, indent=1))
+        (output / "results.md").write_text("\n".join([HEADER] + [markdown_row(r) for r in results]) + "\n")
+
+
+if __name__ == "__main__":
+    main()
