@@ -27,7 +27,7 @@ def _encoder_gradients(model, loss):
 def test_stop_gradient_lets_the_gradient_flow_only_through_p():
     x1, x2 = _views()
     model = _model()
-    p1, p2, z1, z2 = model(x1, x2)
+    p1, p2, z1, z2 = model.siamese(x1, x2)
     assert p1.requires_grad and not z1.requires_grad and not z2.requires_grad
     got = _encoder_gradients(model, losses.negative_cosine(p1, z2) / 2 + losses.negative_cosine(p2, z1) / 2)
     # The same network without stop-gradient, with z detached by hand: identical gradients ...

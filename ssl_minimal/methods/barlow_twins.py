@@ -46,10 +46,10 @@ class BarlowTwins(Method):
         d = projection_dim
         self.projector = mlp([self.encoder.output_dim, d, d, d])   # BN + ReLU after the first two layers
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Embedding z = projector(encoder(images)), [B, D]."""
         return self.projector(self.encoder(images))
 
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        z_a, z_b = self(self.augment(images)), self(self.augment_prime(images))   # [B, D] each
+        z_a, z_b = self.embed(self.augment(images)), self.embed(self.augment_prime(images))   # [B, D] each
         return losses.barlow_twins_loss(z_a, z_b, self.lambd)                     # Eq. 1

@@ -50,7 +50,7 @@ class SimSiam(Method):
         # h: 2-layer bottleneck MLP, no BN on its output. Without it (ablation), p = z.
         self.predictor = mlp([projection_dim, bottleneck_dim, projection_dim]) if predictor else nn.Identity()
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor):
+    def siamese(self, x1: torch.Tensor, x2: torch.Tensor):
         """Two views [B, 3, H, W] -> p1, p2, z1, z2 [B, projection_dim], z's gradient stopped."""
         z1, z2 = self.projector(self.encoder(x1)), self.projector(self.encoder(x2))
         p1, p2 = self.predictor(z1), self.predictor(z2)
@@ -60,5 +60,5 @@ class SimSiam(Method):
 
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.augment(images), self.augment(images)
-        p1, p2, z1, z2 = self(x1, x2)
+        p1, p2, z1, z2 = self.siamese(x1, x2)
         return losses.negative_cosine(p1, z2) / 2 + losses.negative_cosine(p2, z1) / 2   # Eq. 3
