@@ -33,13 +33,13 @@ def test_stop_gradient_lets_the_gradient_flow_only_through_p():
     # The same network without stop-gradient, with z detached by hand: identical gradients ...
     free = copy.deepcopy(model)
     free.stop_gradient = False
-    p1, p2, z1, z2 = free(x1, x2)
+    p1, p2, z1, z2 = free.siamese(x1, x2)
     assert z1.requires_grad
     by_hand = _encoder_gradients(free, losses.negative_cosine(p1, z2.detach()) / 2
                                  + losses.negative_cosine(p2, z1.detach()) / 2)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, by_hand))
     # ... and different from the gradient through both p and z.
-    p1, p2, z1, z2 = free(x1, x2)
+    p1, p2, z1, z2 = free.siamese(x1, x2)
     both = _encoder_gradients(free, losses.negative_cosine(p1, z2) / 2 + losses.negative_cosine(p2, z1) / 2)
     assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, both))
 
@@ -64,5 +64,5 @@ def test_architecture_and_ablations():
     assert model.predictor[0].out_features == 8                              # bottleneck
     no_predictor = _model(predictor=False)
     x1, x2 = _views()
-    p1, _, z1, _ = no_predictor(x1, x2)
+    p1, _, z1, _ = no_predictor.siamese(x1, x2)
     assert torch.equal(p1, z1)                                               # p = z
