@@ -519,11 +519,8 @@ def moco_v1(image_size: int = 32, scale: tuple[float, float] = (0.2, 1.0), jitte
     1911.05722, Sec. 4 "Data augmentation": crop (scale 0.2-1) + resize, grayscale p=0.2, colour
     jitter, flip; the official code (facebookresearch/moco) uses ColorJitter(0.4, 0.4, 0.4, 0.4)
     always applied, i.e. InstDisc's recipe."""
-    return Augmentation("moco_v1", [
-        Step(random_resized_crop, size=image_size, scale=scale),
-        Step(random_grayscale, p=grayscale_p),
-        Step(color_jitter, brightness=jitter, contrast=jitter, saturation=jitter, hue=jitter, p=1.0),
-        Step(horizontal_flip, p=flip_p)], "He et al. 2019, arXiv 1911.05722")
+    steps = instdisc(image_size, scale, jitter, grayscale_p, flip_p).steps
+    return Augmentation("moco_v1", steps, "He et al. 2019, arXiv 1911.05722 (= InstDisc's recipe)")
 
 
 def moco_v2(image_size: int = 32, scale: tuple[float, float] = (0.2, 1.0), jitter_p: float = 0.8,
