@@ -62,8 +62,6 @@ def train(method: str, dataset: str = "shapes", budget: str | Budget | None = No
     test_set = data.load(dataset, "test", data_dir=data_dir)
     options = dict(method_options or {})
     options.setdefault("backbone", resolved.backbone)
-    if "epochs" in inspect.signature(_METHOD_CLASSES[method]).parameters:
-        options.setdefault("epochs", resolved.epochs)   # e.g. SwAV freezes its prototypes for epoch 1
     torch.manual_seed(seed)                                 # the same initial weights for the same seed
     model = build(method, dataset=train_set, **options)
     history = fit(model, train_set, resolved, eval_dataset=test_set, seed=seed, **fit_options)

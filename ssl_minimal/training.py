@@ -246,6 +246,7 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         raise SSLMinimalError(f"batch size {budget.batch_size} (the global batch) must be divisible by the "
                               f"number of processes ({processes})")
     torch.manual_seed(seed)
+    method.epochs = budget.epochs               # so a method can turn "the first epoch" into a progress fraction
     method.to(device)
     if device.type == "cuda":
         method.to(memory_format=torch.channels_last)

@@ -41,7 +41,8 @@ def _one_step(model, images, progress):
 
 
 def test_prototypes_frozen_in_the_first_epoch_then_trained_and_kept_normalised(tiny_dataset):
-    model = _model(epochs=4)                       # frozen while progress < 1 / 4
+    model = _model()
+    model.epochs = 4                               # as fit sets it: frozen while progress < 1 / 4
     assert model.freeze_prototypes_fraction == 0.25
     before = model.prototypes.weight.clone()
     encoder_before = [p.clone() for p in model.encoder.parameters()]
@@ -64,6 +65,8 @@ def test_queue_joins_sinkhorn_only_once_full(tiny_dataset):
     assert torch.allclose(model.codes(scores, 0, z), expected, atol=1e-6)
 
 
-def test_train_passes_the_budget_epochs_to_swav():
-    import inspect
-    assert "epochs" in inspect.signature(type(_model())).parameters
+def test_fit_gives_swav_the_run_length_so_the_first_epoch_is_frozen(tiny_dataset):
+    model = _model()
+    assert model.freeze_prototypes_fraction == 0.0                 # no run yet: nothing to freeze
+    ssl_minimal.fit(model, tiny_dataset, "smoke", epochs=4, batch_size=32, max_steps=1, progress=False)
+    assert model.freeze_prototypes_fraction == 0.25

@@ -114,3 +114,10 @@ def test_build_errors():
         ssl_minimal.build("simclr3")
     with pytest.raises(SSLMinimalError, match="cannot build 'invaspread'"):
         ssl_minimal.build("invaspread", temprature=0.1)
+
+
+def test_fit_tells_the_method_how_many_epochs_the_run_has(tiny_dataset):
+    model = ssl_minimal.build("invaspread", dataset=tiny_dataset)
+    assert model.epochs is None
+    fit(model, tiny_dataset, "smoke", epochs=3, batch_size=32, max_steps=1, progress=False)
+    assert model.epochs == 3

@@ -55,16 +55,13 @@ class SwAV(Method):
                  projection_dim: int = PROJECTION_DIM, temperature: float = TEMPERATURE,
                  epsilon: float = EPSILON, sinkhorn_iterations: int = SINKHORN_ITERATIONS,
                  num_local_crops: int = NUM_LOCAL_CROPS, local_size: int | None = None,
-                 queue_size: int = 0, equal_partition: bool = True, epochs: int | None = None,
-                 freeze_prototypes_epochs: float = 1.0, image_size: int = 32, **encoder_options):
+                 queue_size: int = 0, equal_partition: bool = True, freeze_prototypes_epochs: float = 1.0, image_size: int = 32, **encoder_options):
         super().__init__(image_size=image_size, **encoder_options)
         self.temperature, self.epsilon, self.iterations = temperature, epsilon, sinkhorn_iterations
         self.equal_partition = equal_partition
         self.image_size, self.local_size = image_size, local_size or image_size // 2
         self.num_local_crops = num_local_crops
-        # Prototypes frozen for the first epoch: a fraction of training, which needs the number of
-        # epochs (ssl_minimal.train passes the budget's). Without it nothing is frozen.
-        self.freeze_prototypes_fraction = freeze_prototypes_epochs / epochs if epochs else 0.0
+        self.freeze_prototypes_epochs = freeze_prototypes_epochs
         self.projector = mlp([self.encoder.output_dim, hidden_dim, projection_dim])
         self.prototypes = nn.Linear(projection_dim, num_prototypes, bias=False)   # C: [K, 128]
         self.normalize_prototypes()
@@ -106,6 +103,11 @@ class SwAV(Method):
         if self.queues is not None:
             self.queued += batch_size
         return losses.swav_loss(scores, codes, self.temperature)
+
+    @property
+    def freeze_prototypes_fraction(self) -> float:
+        """Prototypes are frozen for the first epoch(s): that fraction of training (`fit` sets self.epochs)."""
+        return self.freeze_prototypes_epochs / self.epochs if self.epochs else 0.0
 
     def after_backward(self, progress: float) -> None:
         if progress < self.freeze_prototypes_fraction:   # first epoch: prototypes do not move
