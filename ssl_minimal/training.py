@@ -248,8 +248,8 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     torch.manual_seed(seed)
     method.epochs = budget.epochs               # so a method can turn "the first epoch" into a progress fraction
     method.to(device)
-    if device.type == "cuda":
-        method.to(memory_format=torch.channels_last)
+    # channels_last: faster convolutions on GPUs and, with oneDNN, on CPUs too (1.4x for the small ConvNet).
+    method.to(memory_format=torch.channels_last)
     # DistributedDataParallel averages gradients over processes; it calls method.forward = training_step.
     # Buffers (memory bank, queue) are kept in step by the methods themselves (distributed.gather).
     trainer = (torch.nn.parallel.DistributedDataParallel(method, broadcast_buffers=False)

@@ -106,6 +106,25 @@ def _class_name(label: int, classes: Sequence[str] | None) -> str:
     return classes[label] if classes is not None and label < len(classes) else str(label)
 
 
+FIGURES_DIR_VARIABLE = "SSL_FIGURES_DIR"   # where notebooks save figures; the test run points it at a temporary folder
+
+
+def figures_dir() -> Path:
+    """The folder notebooks save their figures in: $SSL_FIGURES_DIR if set, else the repository's
+    figures/ (found from the notebooks/ folder or the repository root), else ./figures.
+
+    The repository's conftest.py sets SSL_FIGURES_DIR to a temporary folder, so a test run at the smoke
+    budget never overwrites the committed figures made at the cpu or gpu budget."""
+    if os.environ.get(FIGURES_DIR_VARIABLE):
+        folder = Path(os.environ[FIGURES_DIR_VARIABLE])
+    elif Path("../figures").is_dir() and Path("../notebooks").is_dir():
+        folder = Path("../figures")
+    else:
+        folder = Path("figures")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def save_figure(figure: Figure, path: str | Path, dpi: int = FIGURE_DPI) -> Path:
     """Save `figure` as a PNG (or any format matplotlib knows from the suffix), creating parent folders."""
     if not isinstance(figure, Figure):

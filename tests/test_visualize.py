@@ -1,5 +1,7 @@
 """Figures: the right panels, images and colours, drawn from the data given; bad inputs fail clearly."""
 
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 import pytest
@@ -236,3 +238,19 @@ def test_figures_are_not_left_open_in_pyplot():
     visualize.image_grid(torch.rand(2, 3, 4, 4))
     assert len(plt.get_fignums()) == before
     assert matplotlib.get_backend()            # a backend was chosen (Agg when there is no screen)
+
+
+def test_figures_dir_follows_the_environment_variable(tmp_path, monkeypatch):
+    """The test run sends notebook figures to a temporary folder, never over the committed figures/."""
+    from ssl_minimal import visualize
+    monkeypatch.setenv("SSL_FIGURES_DIR", str(tmp_path / "figs"))
+    assert visualize.figures_dir() == tmp_path / "figs" and (tmp_path / "figs").is_dir()
+    monkeypatch.delenv("SSL_FIGURES_DIR")
+    monkeypatch.chdir(tmp_path)
+    assert visualize.figures_dir() == Path("figures")
+
+
+def test_the_test_run_does_not_write_into_the_repository_figures():
+    import os
+    repository_figures = Path(__file__).resolve().parents[1] / "figures"
+    assert Path(os.environ["SSL_FIGURES_DIR"]).resolve() != repository_figures.resolve()
