@@ -184,10 +184,11 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -
     num_prototypes = scores.shape[1]
     batch_size = distributed.all_reduce_sum(torch.tensor(scores.shape[0], device=scores.device))   # global B
     # Subtracting the (global) maximum does not change Q after normalisation and keeps exp() finite.
-    q = torch.exp((scores - distributed.all_reduce_max(scores.max())) / epsilon)          # [B, K]
+    q = torch.exp((scores - distributed.all_reduce_max(scores.max())) / epsilon)   # [B, K]
     q = q / distributed.all_reduce_sum(q.sum())
     for _ in range(iterations):
-        q = q / distributed.all_reduce_sum(q.sum(dim=0, keepdim=True)) / num_prototypes   # each prototype (column) sums to 1/K
+        prototype_mass = distributed.all_reduce_sum(q.sum(dim=0, keepdim=True))    # [1, K], over all processes
+        q = q / prototype_mass / num_prototypes               # each prototype (column) sums to 1/K
         q = q / q.sum(dim=1, keepdim=True) / batch_size       # each sample (row) sums to 1/B
     return q * batch_size                                     # rows sum to 1
 
