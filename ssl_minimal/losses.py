@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import distributed
+
 
 def nonparametric_softmax_loss(embeddings: torch.Tensor, bank: torch.Tensor, indices: torch.Tensor,
                                temperature: float) -> torch.Tensor:
@@ -173,14 +175,20 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -
     scores: [B, K] prototype scores z^T c. Returns Q [B, K]: every row sums to 1 (each sample's code
     is a distribution over prototypes) and every column sums to about B / K (each prototype gets an
     equal share of the batch; exactly so as iterations -> infinity).
-    Differentiable, but SwAV calls it under torch.no_grad(): the codes are targets.
+    Several processes: the batch is the *global* one, as in the official code's distributed
+    Sinkhorn. Each process passes its own rows; B, the total mass and the prototype (column) sums
+    are summed over processes, and each process gets its own rows of the global Q back. In one
+    process the all-reduces are identities and this is a plain function.
+    Differentiable in one process, but SwAV calls it under torch.no_grad(): the codes are targets.
     """
-    batch_size, num_prototypes = scores.shape
-    # Subtracting the maximum does not change Q after normalisation and keeps exp() finite.
-    q = torch.exp((scores - scores.max()) / epsilon)          # [B, K]
-    q = q / q.sum()
+    num_prototypes = scores.shape[1]
+    batch_size = distributed.all_reduce_sum(torch.tensor(scores.shape[0], device=scores.device))   # global B
+    # Subtracting the (global) maximum does not change Q after normalisation and keeps exp() finite.
+    q = torch.exp((scores - distributed.all_reduce_max(scores.max())) / epsilon)   # [B, K]
+    q = q / distributed.all_reduce_sum(q.sum())
     for _ in range(iterations):
-        q = q / q.sum(dim=0, keepdim=True) / num_prototypes   # each prototype (column) sums to 1/K
+        prototype_mass = distributed.all_reduce_sum(q.sum(dim=0, keepdim=True))    # [1, K], over all processes
+        q = q / prototype_mass / num_prototypes               # each prototype (column) sums to 1/K
         q = q / q.sum(dim=1, keepdim=True) / batch_size       # each sample (row) sums to 1/B
     return q * batch_size                                     # rows sum to 1
 

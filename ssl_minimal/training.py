@@ -50,6 +50,7 @@ class Budget:
     checkpoint_every_steps: int = 500
     learning_rate: float | None = None  # None: the method's paper value scaled by batch_size / 256
     compile: bool = False               # torch.compile the encoder (GPU)
+    sync_batch_norm: bool = False       # several processes: BatchNorm statistics over the global batch (GPUs)
 
 
 BUDGETS = {
@@ -214,6 +215,19 @@ def knn_monitor(encoder: nn.Module, train, test, budget: Budget, seed: int = 0) 
     return evaluate.knn_accuracy(train_features, bank.labels, test_features, queries.labels, k=k)
 
 
+def _all_rng_states(state: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The generator state of every process, [W, n] (one process: [n], as saved before torch.distributed)."""
+    if not distributed.is_distributed():
+        return state
+    return distributed.gather(state.to(device)[None]).cpu()      # NCCL gathers CUDA tensors only
+
+
+def _own_rng_state(states: torch.Tensor) -> torch.Tensor:
+    """This process's row of `_all_rng_states` (rank modulo the number saved, if that changed).
+    A copy: torch.set_rng_state crashes (SIGSEGV, torch 2.14) on a row view with a storage offset."""
+    return states if states.dim() == 1 else states[distributed.rank() % states.shape[0]].clone()
+
+
 def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=None,
         checkpoint_path: str | Path | None = None, resume: bool | str | Path = False,
         max_steps: int | None = None, seed: int = 0, device: str | torch.device | None = None,
@@ -233,6 +247,8 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     (`ssl_minimal.train` or the CLI), because methods with a memory bank size it to the dataset.
     Several processes (torchrun): `budget.batch_size` is the global batch, each process trains on its
     slice of it inside DistributedDataParallel, rank 0 writes checkpoints (see distributed.py).
+    BatchNorm then normalises each process's slice with its own statistics, unless
+    sync_batch_norm=True turns every BatchNorm into torch.nn.SyncBatchNorm (CUDA/NCCL only).
     """
     budget = get_budget(budget, **budget_overrides)
     device = distributed.setup(resolve_device(device))
@@ -245,6 +261,12 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     if budget.batch_size % processes:
         raise SSLMinimalError(f"batch size {budget.batch_size} (the global batch) must be divisible by the "
                               f"number of processes ({processes})")
+    if budget.sync_batch_norm and distributed.is_distributed():
+        if device.type != "cuda":
+            raise SSLMinimalError(f"sync_batch_norm needs CUDA devices (torch's SyncBatchNorm runs on GPUs with NCCL, "
+                                  f"not with gloo on {device.type}); drop --sync-batch-norm to keep per-process "
+                                  f"BatchNorm statistics")
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)   # in place: every BatchNorm child -> SyncBatchNorm
     torch.manual_seed(seed)
     method.epochs = budget.epochs               # so a method can turn "the first epoch" into a progress fraction
     method.to(device)
@@ -286,21 +308,25 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         optimizer.load_state_dict(state["optimizer"])
         history = History(**state["history"])
         start_step = state["step"]
-        torch.set_rng_state(state["cpu_rng"])
+        torch.set_rng_state(_own_rng_state(state["cpu_rng"]))
         if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"])
+            torch.cuda.set_rng_state(_own_rng_state(state["cuda_rng"]))
     elif eval_dataset is not None and main_process:
         history.baseline_knn_accuracy = knn_monitor(method.encoder, dataset, eval_dataset, budget, seed)
         history.knn_step.append(0), history.knn_epoch.append(0.0)
         history.knn_accuracy.append(history.baseline_knn_accuracy)
 
     def checkpoint(step: int) -> None:
-        if checkpoint_path is not None and main_process:
+        if checkpoint_path is None:
+            return
+        # Every process's random generator ([W, n]; each process draws its own augmentations).
+        cpu_rng = _all_rng_states(torch.get_rng_state(), device)
+        cuda_rng = _all_rng_states(torch.cuda.get_rng_state(), device) if device.type == "cuda" else None
+        if main_process:
             save_checkpoint(checkpoint_path, {
                 "format": CHECKPOINT_FORMAT, "method": method.name, "step": step, "total_steps": total_steps,
                 "model": method.state_dict(), "optimizer": optimizer.state_dict(), "history": history.to_dict(),
-                "cpu_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None})
+                "cpu_rng": cpu_rng, "cuda_rng": cuda_rng})
 
     end_step = total_steps if max_steps is None else min(total_steps, max_steps)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"

@@ -18,8 +18,11 @@ Shuffling BN (Sec. 3.3): with BatchNorm, the query and its positive key computed
 batch can "cheat": the batch statistics leak information between samples, and the model finds a
 low loss by recognising the batch rather than the image. MoCo shuffles the batch across GPUs for
 the key encoder, so a query and its positive key are normalised with statistics of *different*
-sub-batches. On one device we do what it allows: the key encoder runs on `bn_groups` sub-batches of
-a random permutation of the batch (each with its own BN statistics), then the permutation is undone.
+sub-batches. `key` does it as the official code (`_batch_shuffle_ddp` / `_batch_unshuffle_ddp`):
+gather the key images of all processes, shuffle them with one permutation (rank 0's), let each
+process encode its share, gather the keys and undo the permutation. In one process the gathers
+are identities and `bn_groups` sub-batches of the shuffled batch stand in for the GPUs.
+(`sync_batch_norm=True` would give the key encoder global statistics and undo the point of the shuffle.)
 
 v2 (arXiv 2003.04297, Table 1): a 2-layer MLP head (2048-d hidden, ReLU), tau = 0.2, blur in the
 augmentation and a cosine learning-rate schedule (which `fit` always uses).
@@ -31,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import losses
+from .. import distributed, losses
 from ..heads import mlp
 from ..memory import Queue
 from ..method import Method
@@ -42,7 +45,7 @@ TEMPERATURE_V1 = 0.07   # v1 Sec. 3.3: tau = 0.07 (as InstDisc)
 TEMPERATURE_V2 = 0.2    # v2 Table 1 / official code: tau = 0.2
 MOMENTUM = 0.999        # v1 Sec. 3.2 / 4.1: m = 0.999
 QUEUE_SIZE = 4096       # ours for CIFAR-sized runs (paper: K = 65536 for ImageNet; solo-learn's CIFAR config: 32768)
-BN_GROUPS = 4           # ours: sub-batches for the key encoder's BN (paper: 8 GPUs x 32 images)
+BN_GROUPS = 4           # ours, one process: sub-batches for the key encoder's BN (paper: 8 GPUs x 32 images)
 V2_HIDDEN_DIM = 2048    # v2: "a 2-layer MLP head (hidden layer 2048-d, with ReLU)"
 
 
@@ -76,15 +79,17 @@ class MoCoV1(Method):
 
     @torch.no_grad()  # the stop-gradient of Algorithm 1: k = f_k.forward(x_k).detach()
     def key(self, x: torch.Tensor) -> torch.Tensor:
-        """k = normalize(f_k(x_k)) with shuffled BN: [B, C], row i is the key of image i."""
-        permutation = torch.randperm(x.shape[0], device=x.device)
-        shuffled = x[permutation]
-        # Each sub-batch gets its own BatchNorm statistics, like one GPU's share of the batch.
-        keys = torch.cat([self.key_head(self.key_encoder(chunk))
-                          for chunk in shuffled.chunk(self.bn_groups)])          # [B, C], shuffled order
+        """k = normalize(f_k(x_k)) with shuffling BN: [B, C], row i is the key of image i."""
+        x_all = distributed.gather(x)                                            # [W*B, 3, H, W], all processes
+        permutation = distributed.broadcast(torch.randperm(x_all.shape[0], device=x.device))   # rank 0's
+        shuffled = distributed.local_slice(x_all[permutation])                   # this process's share, [B, ...]
+        # Each sub-batch gets its own BatchNorm statistics: one per GPU, or bn_groups in one process.
+        groups = 1 if distributed.is_distributed() else self.bn_groups
+        keys = torch.cat([self.key_head(self.key_encoder(chunk)) for chunk in shuffled.chunk(groups)])
+        keys = distributed.gather(keys)                                          # [W*B, C], shuffled order
         unshuffled = torch.empty_like(keys)
         unshuffled[permutation] = keys                                           # undo the shuffle
-        return F.normalize(unshuffled, dim=1)
+        return F.normalize(distributed.local_slice(unshuffled), dim=1)          # this process's images, [B, C]
 
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         x_q, x_k = self.augment(images), self.augment(images)    # two random views, [B, 3, H, W]
