@@ -496,24 +496,28 @@ def main(argv=None) -> None:
         lightly_version = lightly.__version__
     else:
         lightly_version = None
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(f"--device {args.device} was asked for, but torch {torch.__version__} sees no CUDA device")
     torch.set_num_threads(args.threads)
     train, test = load_data(args.images, args.test_images, args.seed, args.data_dir)
     if args.batch_size > len(train):
         sys.exit(f"--batch-size {args.batch_size} is larger than the training subset ({len(train)} images)")
     encoder = initial_encoder(args.backbone, train, args.seed)
-    random_init = knn_top1(encoder, train, test)
+    initial_state = {name: tensor.clone() for name, tensor in encoder.state_dict().items()}
+    random_init = knn_top1(encoder.to(args.device), train, test)
     header = (f"# compare_lightly {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: "
               f"{platform.processor() or platform.machine()}, {args.device}, torch {torch.__version__}, lightly "
               f"{lightly_version}, {args.backbone}, {len(train):,} CIFAR-10 images x {args.epochs} epochs, batch "
-              f"{args.batch_size} ({len(train) // args.batch_size * args.epochs} steps), {args.threads} threads, "
-              f"{args.workers} lightly workers; kNN k=200 on {len(test):,} test images, bank = the training subset")
+              f"{args.batch_size} ({len(train) // args.batch_size * args.epochs} steps), {args.threads} threads"
+              + (f", {args.workers} lightly DataLoader workers" if lightly_version else "")
+              + f"; kNN k=200 on {len(test):,} test images, bank = the training subset")
     print(header + f"\nrandom-init kNN of the shared initial encoder: {random_init:.1%}", flush=True)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     results = []
     with tempfile.TemporaryDirectory() as folder:
         initial_path = Path(folder) / "initial_encoder.pt"
-        torch.save(encoder.state_dict(), initial_path)
+        torch.save(initial_state, initial_path)
         for method in args.methods:
             recipe = method_recipe(ssl_minimal.build(method, dataset=train, backbone=args.backbone))
             for library in args.libraries:
