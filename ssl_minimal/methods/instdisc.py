@@ -15,17 +15,23 @@ Two choices differ from the paper, because our runs are 4-15 epochs long, not 20
 on CIFAR-10 by stepping the method by hand; numbers in BENCHMARKS.md, Sec. 1):
 
 * Z is estimated at every step (Eq. 7 applied to that step's own m noise rows, one Z per image,
-  detached so it stays "a constant" as the paper treats it), not once "from initial batches". Estimated
-  once while the bank is random, Z is ~n; a few steps later the bank holds real embeddings, which an
-  untrained network puts at cosine ~0.7 to each other, and the true Z is 1,000x larger. Then every
-  noise row has P(j|v) >> m P_n, the m noise terms of Eq. 6 dominate (loss 9 -> 2,700, gradient norm
-  7 -> 250, nearly all of it a shift shared by every embedding) and the features get worse than at
+  detached so it stays "a constant" as the paper treats it), not once "from initial batches". Taken
+  while the bank is random, Z is a few times n; a few steps later the bank holds real embeddings, which
+  an untrained network puts at cosine ~0.7 to each other, and the true Z is 1,000x larger (50,000x
+  once every row is real). Every noise row then has P(j|v) >> m P_n, the m noise terms of Eq. 6
+  dominate (loss 9 -> 2,700, gradient norm 7 -> 250, most of it in the head), the embeddings of a
+  batch move together (mean cosine 0.71 -> 0.96 in 4 steps) and the features end worse than at
   initialisation. With Z from the same noise rows, h(i, v) of Eq. 5 is the softmax of the positive
-  among itself and the m noise rows, whatever n and m P_n are (the bridge to InfoNCE, lesson 3).
+  among itself and the m noise rows whatever n and m P_n are: InfoNCE (CPC and MoCo, lessons 3, 5).
 * The bank starts as the untrained network's embeddings of the un-augmented training images
   (`before_training`), not as random unit vectors (`bank_init="random"` is the paper's choice).
-  With random rows every positive of the first epoch is a random vector: a quarter of a 4-epoch run
-  pulls the embeddings towards noise. (At 200 epochs neither choice matters.)
+  With random rows every positive of the first epoch is a random vector and, with momentum 0.5, each
+  row is still half noise after its next visit: a 4-epoch run never recovers (kNN at or below random
+  init even with the per-step Z). At 200 epochs neither choice matters much.
+
+`full_softmax=True` computes Eq. 2 exactly over all n rows (as the paper's CIFAR-10 comparison does):
+no Z to estimate, and at n <= m + 1 it costs what NCE costs. It is not the default, because with the
+two choices above NCE learns as well at our budgets (the same kNN within noise, BENCHMARKS.md).
 """
 
 from __future__ import annotations
