@@ -31,16 +31,17 @@ def nonparametric_softmax_loss(embeddings: torch.Tensor, bank: torch.Tensor, ind
 
 def nce_loss(positive_probability: torch.Tensor, noise_probability: torch.Tensor,
              num_samples: int) -> torch.Tensor:
-    """Noise-contrastive estimation of the non-parametric softmax (Wu et al. 2018, Eqs. 5-7).
+    """Noise-contrastive estimation of the non-parametric softmax (Wu et al. 2018, Eqs. 5-6).
 
     Data samples are positives, m noise samples per positive come from the uniform noise
-    distribution P_n = 1/n. With P(i|v) = exp(v_i^T v / tau) / Z the model probability,
+    distribution P_n = 1/n. With P(i|v) = exp(v_i^T v / tau) / Z the model probability (Eq. 4;
+    the caller estimates Z, Eq. 7),
 
         h(i, v) = P(i|v) / (P(i|v) + m P_n(i))                                  (Eq. 5)
         loss = -E_data[log h(i, v)] - m E_noise[log(1 - h(i, v'))]             (Eq. 6)
 
     The second term is estimated with m noise samples, so it is their *sum*; both are averaged
-    over the batch.
+    over the batch (as the official NCECriterion: sums over the batch divided by B).
     positive_probability: [B] P(i|v) of each image's own entry; noise_probability: [B, m].
     """
     num_noise = noise_probability.shape[1]                     # m

@@ -331,6 +331,8 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     end_step = total_steps if max_steps is None else min(total_steps, max_steps)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
+    if start_step == 0:
+        method.before_training(images)                     # e.g. InstDisc's memory bank (a resumed run has it)
     bar = tqdm(total=total_steps, initial=start_step, disable=not (progress and main_process), desc=method.name,
                unit="step")
     method.train()
