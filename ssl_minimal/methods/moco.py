@@ -14,6 +14,12 @@ The code follows the paper's Algorithm 1 line by line: two views -> q = f_q(x_q)
 (no gradient) -> logits [q.k+, q.queue] / tau -> cross-entropy with label 0 -> SGD step on f_q ->
 f_k <- m f_k + (1 - m) f_q -> enqueue k, dequeue the oldest.
 
+The paper's Fig. 2/3 ablation compares three dictionaries with the same InfoNCE loss, and so does
+`dictionary=`: "queue" (MoCo, Fig. 2c), "end_to_end" (Fig. 2a: keys from the query encoder itself,
+with gradient; the dictionary is the current batch, K = B - 1 negatives, as InvaSpread/SimCLR) and
+"memory_bank" (Fig. 2b: InstDisc's bank, one row per image moved towards the image's latest q with
+momentum; the positive is the image's own row, the negatives are K rows drawn at random).
+
 Shuffling BN (Sec. 3.3): with BatchNorm, the query and its positive key computed on the *same*
 batch can "cheat": the batch statistics leak information between samples, and the model finds a
 low loss by recognising the batch rather than the image. MoCo shuffles the batch across GPUs for
@@ -32,8 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import losses
+from ..checks import SSLMinimalError, unknown_name
 from ..heads import mlp
-from ..memory import Queue
+from ..memory import BANK_MOMENTUM, MemoryBank, Queue
 from ..method import Method
 from ..momentum import momentum_copy, momentum_update
 
@@ -44,6 +51,7 @@ MOMENTUM = 0.999        # v1 Sec. 3.2 / 4.1: m = 0.999
 QUEUE_SIZE = 4096       # ours for CIFAR-sized runs (paper: K = 65536 for ImageNet; solo-learn's CIFAR config: 32768)
 BN_GROUPS = 4           # ours: sub-batches for the key encoder's BN (paper: 8 GPUs x 32 images)
 V2_HIDDEN_DIM = 2048    # v2: "a 2-layer MLP head (hidden layer 2048-d, with ReLU)"
+DICTIONARIES = ("queue", "end_to_end", "memory_bank")   # v1 Fig. 2 (c), (a), (b)
 
 
 class MoCoV1(Method):
@@ -54,18 +62,29 @@ class MoCoV1(Method):
 
     def __init__(self, temperature: float = TEMPERATURE_V1, queue_size: int = QUEUE_SIZE,
                  momentum_m: float = MOMENTUM, embedding_dim: int = EMBEDDING_DIM, bn_groups: int = BN_GROUPS,
-                 num_samples: int | None = None, **encoder_options):
+                 num_samples: int | None = None, dictionary: str = "queue",
+                 bank_momentum: float = BANK_MOMENTUM, **encoder_options):
         super().__init__(**encoder_options)
-        self.temperature, self.m, self.bn_groups = temperature, momentum_m, bn_groups
-        if num_samples is not None:
-            # Ours: a queue longer than about half the dataset holds older keys of the images of the
-            # current batch, i.e. their own positives as negatives.
-            queue_size = max(1, min(queue_size, num_samples // 2))
+        if dictionary not in DICTIONARIES:
+            raise unknown_name("dictionary", dictionary, DICTIONARIES)
+        self.temperature, self.m, self.bn_groups, self.dictionary = temperature, momentum_m, bn_groups, dictionary
         self.head = self.build_head(self.encoder.output_dim, embedding_dim)
-        # f_k starts as a copy of f_q and never gets gradients (Algorithm 1: f_k.params = f_q.params).
-        self.key_encoder = momentum_copy(self.encoder)
-        self.key_head = momentum_copy(self.head)
-        self.queue = Queue(queue_size, embedding_dim)     # [K, C] buffer: no gradient, saved in checkpoints
+        if dictionary == "queue":
+            if num_samples is not None:
+                # Ours: a queue longer than about half the dataset holds older keys of the images of the
+                # current batch, i.e. their own positives as negatives.
+                queue_size = max(1, min(queue_size, num_samples // 2))
+            # f_k starts as a copy of f_q and never gets gradients (Algorithm 1: f_k.params = f_q.params).
+            self.key_encoder = momentum_copy(self.encoder)
+            self.key_head = momentum_copy(self.head)
+            self.queue = Queue(queue_size, embedding_dim)     # [K, C] buffer: no gradient, saved in checkpoints
+        elif dictionary == "memory_bank":
+            if num_samples is None:
+                raise SSLMinimalError("dictionary='memory_bank' needs num_samples (one bank row per training "
+                                      "image; build(..., dataset=train) fills it in), got None")
+            self.num_negatives = min(queue_size, num_samples - 1)     # K rows drawn per step
+            self.memory_bank = MemoryBank(num_samples, embedding_dim, bank_momentum)   # [n, C] buffer
+        # "end_to_end" keeps no state: the dictionary is the batch itself.
 
     def build_head(self, in_dim: int, out_dim: int) -> nn.Module:
         return nn.Linear(in_dim, out_dim)                 # v1: one 128-d linear layer
@@ -74,28 +93,47 @@ class MoCoV1(Method):
         """q = normalize(f_q(x_q)): [B, C]."""
         return F.normalize(self.head(self.encoder(x)), dim=1)
 
+    def shuffled_bn(self, x: torch.Tensor, encoder: nn.Module, head: nn.Module) -> torch.Tensor:
+        """head(encoder(x)) with shuffled BN: [B, C], row i belongs to image i."""
+        permutation = torch.randperm(x.shape[0], device=x.device)
+        # Each sub-batch gets its own BatchNorm statistics, like one GPU's share of the batch.
+        out = torch.cat([head(encoder(chunk)) for chunk in x[permutation].chunk(self.bn_groups)])  # shuffled
+        unshuffled = torch.empty_like(out)
+        unshuffled[permutation] = out                                            # undo the shuffle
+        return unshuffled
+
     @torch.no_grad()  # the stop-gradient of Algorithm 1: k = f_k.forward(x_k).detach()
     def key(self, x: torch.Tensor) -> torch.Tensor:
         """k = normalize(f_k(x_k)) with shuffled BN: [B, C], row i is the key of image i."""
-        permutation = torch.randperm(x.shape[0], device=x.device)
-        shuffled = x[permutation]
-        # Each sub-batch gets its own BatchNorm statistics, like one GPU's share of the batch.
-        keys = torch.cat([self.key_head(self.key_encoder(chunk))
-                          for chunk in shuffled.chunk(self.bn_groups)])          # [B, C], shuffled order
-        unshuffled = torch.empty_like(keys)
-        unshuffled[permutation] = keys                                           # undo the shuffle
-        return F.normalize(unshuffled, dim=1)
+        return F.normalize(self.shuffled_bn(x, self.key_encoder, self.key_head), dim=1)
 
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        if self.dictionary == "memory_bank":
+            return self.memory_bank_step(images, indices)
         x_q, x_k = self.augment(images), self.augment(images)    # two random views, [B, 3, H, W]
         q = self.query(x_q)                                      # [B, C]
+        if self.dictionary == "end_to_end":
+            # Fig. 2a: the keys come from the query encoder itself, WITH gradient (no .detach()).
+            k = F.normalize(self.shuffled_bn(x_k, self.encoder, self.head), dim=1)   # [B, C]
+            return losses.info_nce_in_batch(q, k, self.temperature)  # Eq. 1, negatives: the other B - 1 keys
         k = self.key(x_k)                                        # [B, C], no gradient
         loss = losses.info_nce(q, k, self.queue.keys.clone(), self.temperature)   # Eq. 1
         self.queue.enqueue(k)                                    # enqueue k, dequeue the oldest
         return loss
 
+    def memory_bank_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Fig. 2b: one view; the positive key is the image's own bank row v_i, the negatives are K rows
+        drawn uniformly; then v_i <- normalize(m_bank v_i + (1 - m_bank) q_i) (InstDisc's rule)."""
+        q = self.query(self.augment(images))                                     # [B, C]
+        bank = self.memory_bank.bank                                             # [n, C] buffer, no gradient
+        negatives = bank[self.memory_bank.sample_noise_indices(self.num_negatives)]     # [K, C]
+        loss = losses.info_nce(q, bank[indices], negatives, self.temperature)   # Eq. 1, same loss
+        self.memory_bank.update(indices, q.detach())        # rows written by today's encoder, read later
+        return loss
+
     def after_optimizer_step(self, progress: float) -> None:
-        self.momentum_update_key_encoder()
+        if self.dictionary == "queue":
+            self.momentum_update_key_encoder()
 
     @torch.no_grad()
     def momentum_update_key_encoder(self) -> None:
