@@ -99,6 +99,17 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temper
     return F.cross_entropy(logits, labels)
 
 
+def info_nce_in_batch(query: torch.Tensor, key: torch.Tensor, temperature: float) -> torch.Tensor:
+    """MoCo's InfoNCE (Eq. 1) with the end-to-end dictionary of v1 Fig. 2a: the negatives of query i
+    are the keys of the *other* images of the batch, so it equals `info_nce(q_i, k_i, keys without
+    row i, tau)` averaged over i (K = N - 1 negatives). query, key: [N, C], normalised by the caller.
+    The logits are q k^T / tau [N, N]; the positive of row i is column i.
+    """
+    logits = query @ key.t() / temperature                             # [N, N]
+    labels = torch.arange(query.shape[0], device=query.device)
+    return F.cross_entropy(logits, labels)
+
+
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """SimCLR's NT-Xent (Chen et al. 2020, arXiv 2002.05709, Eq. 1 and Algorithm 1).
 
