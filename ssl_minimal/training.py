@@ -58,9 +58,10 @@ BUDGETS = {
     # CIFAR-10 clearly (31.3% -> 37.7%, tests/test_learning.py); 2 epochs were within noise. See BENCHMARKS.md.
     "smoke": Budget("smoke", epochs=4, batch_size=128, train_samples=2_000, knn_every_epochs=1,
                     knn_train_samples=2_000, knn_test_samples=1_000, checkpoint_every_steps=50),
-    # A few minutes on 2 CPU cores with the small ConvNet.
-    "cpu": Budget("cpu", epochs=15, batch_size=256, train_samples=20_000, warmup_epochs=1,
-                  knn_every_epochs=3, knn_train_samples=10_000, knn_test_samples=2_000,
+    # Minutes on 2 CPU cores with the small ConvNet (width 32): 780 steps, 200,000 images seen, about
+    # 4 min for a one-view method (InstDisc) and 7-12 min for two-view / multi-crop ones (BENCHMARKS.md).
+    "cpu": Budget("cpu", epochs=10, batch_size=256, train_samples=20_000, warmup_epochs=1,
+                  knn_every_epochs=2, knn_train_samples=10_000, knn_test_samples=2_000,
                   checkpoint_every_steps=200),
     # Paper-like on one GPU: ResNet-18, the whole training set, 200 epochs (InstDisc/lightly's benchmark).
     "gpu": Budget("gpu", epochs=200, batch_size=512, backbone="resnet18", warmup_epochs=10,
