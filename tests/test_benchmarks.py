@@ -56,10 +56,10 @@ def test_recipe_copies_the_method_hyper_parameters(tiny_dataset):
     byol = compare.method_recipe(ssl_minimal.build("byol", dataset=tiny_dataset, base_momentum=0.99))
     assert (byol["hidden_dim"], byol["projection_dim"], byol["base_momentum"]) == (4096, 256, 0.99)
     assert byol["weight_decay"] == 1.5e-6
-    method = ssl_minimal.build("moco_v2", dataset=tiny_dataset, queue_size=48)
+    method = ssl_minimal.build("moco_v2", dataset=tiny_dataset, queue_size=24)
     moco = compare.method_recipe(method)
     assert moco["optimizer"] == "sgd" and moco["temperature"] == 0.2 and moco["key_momentum"] == 0.999
-    assert moco["queue_size"] == len(method.queue) == 48
+    assert moco["queue_size"] == len(method.queue) == 24
     assert (moco["hidden_dim"], moco["projection_dim"]) == (2048, 128)
     with pytest.raises(ssl_minimal.SSLMinimalError, match="compare_lightly knows methods"):
         compare.method_recipe(ssl_minimal.build("simsiam", dataset=tiny_dataset))
