@@ -84,7 +84,8 @@ def test_byol_batch_norm_in_either_head_is_enough(head):
     """Fetterman & Albrecht 2020: "a single batch normalization layer in one of the MLPs is
     sufficient" (55.3% and 48% vs 28.3% without, random 28.8%, ResNet-18 on STL-10). Here: spread
     0.49 (projector only) and 0.42 (predictor only), effective rank 10.0 both, vs 0.01 and 1.3."""
-    none, one = diagnostics("byol", **BYOL_HEAD_NORMS["none"], **BYOL), diagnostics("byol", **BYOL_HEAD_NORMS[head], **BYOL)
+    none = diagnostics("byol", **BYOL_HEAD_NORMS["none"], **BYOL)
+    one = diagnostics("byol", **BYOL_HEAD_NORMS[head], **BYOL)
     assert one["spread"] > 2 * none["spread"] and one["effective_rank"] > 2 * none["effective_rank"]
 
 

@@ -19,11 +19,11 @@ Collapse lesson: `projector_batch_norm=False, predictor_batch_norm=False` remove
 the heads (Fetterman & Albrecht, "Understanding self-supervised and contrastive learning with
 BYOL", Untitled AI blog, 2020, found it then collapses). `norm="group_ws"` uses no batch statistics
 anywhere, as in Richemond et al. 2020, "BYOL works even without batch statistics", arXiv 2010.10241:
-GroupNorm instead of every BatchNorm and weight standardisation in every conv and linear layer
-(Sec. 3.3), a data-dependent initialisation on the first batch that gives every channel the
-statistics BatchNorm would give at step 0 (their Sec. 3.2 initialises a BN-free network this way),
-and LARS adaptation for every parameter. All three are needed in our small runs (notebook 10):
-without any of them the online network collapses through its shifts (biases, GroupNorm betas).
+GroupNorm instead of every BatchNorm and weight standardisation in every conv and linear layer,
+a data-dependent initialisation on the first batch that gives every channel the statistics
+BatchNorm would give at step 0 (Richemond et al. also train a BN-free BYOL from such an
+initialisation), and LARS adaptation for every parameter. All three are needed in our small runs
+(notebook 10): without any one of them the network collapses through its shifts (biases, betas).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class BYOL(Method):
 
     @torch.no_grad()
     def initialise_like_batch_norm(self, views: torch.Tensor) -> None:
-        """Data-dependent init of a network without batch statistics (Richemond et al. 2020, Sec. 3.2):
+        """Data-dependent init of a network without batch statistics (as in Richemond et al. 2020):
         rescale and shift every GroupNorm so that on `views` each of its channels has mean 0 and std 1
         over the batch, as BatchNorm would give; then the target starts as a copy again."""
         standardise_channels(nn.Sequential(self.encoder, self.projector), views)
