@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -160,9 +161,17 @@ class History:
     baseline_knn_accuracy: float | None = None   # the same encoder at random initialisation
     wall_seconds: float = 0.0
     budget: dict = field(default_factory=dict)
+    monitor_step: list[int] = field(default_factory=list)     # when fit's `monitors` were evaluated
+    monitor_epoch: list[float] = field(default_factory=list)
+    monitors: dict[str, list[float]] = field(default_factory=dict)   # name -> one value per monitor_step
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def record_monitors(self, step: int, epoch: float, values: dict[str, float]) -> None:
+        self.monitor_step.append(step), self.monitor_epoch.append(epoch)
+        for name, value in values.items():
+            self.monitors.setdefault(name, []).append(value)
 
     @property
     def final_knn_accuracy(self) -> float | None:
@@ -229,10 +238,28 @@ def _own_rng_state(states: torch.Tensor) -> torch.Tensor:
     return states if states.dim() == 1 else states[distributed.rank() % states.shape[0]].clone()
 
 
+Monitor = Callable[[nn.Module], "float | Mapping[str, float]"]
+
+
+def run_monitors(monitors: Mapping[str, Monitor], method: nn.Module) -> dict[str, float]:
+    """Evaluate each monitor on `method` (no gradients, the random state left as it was, train mode
+    afterwards). A monitor that returns a dict gives one value per key, named "monitor/key"."""
+    values = {}
+    device = next(method.parameters()).device
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for name, monitor in monitors.items():
+            result = monitor(method)
+            items = result.items() if isinstance(result, Mapping) else [(None, result)]
+            values.update({name if key is None else f"{name}/{key}": float(value) for key, value in items})
+    method.train()
+    return values
+
+
 def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=None,
         checkpoint_path: str | Path | None = None, resume: bool | str | Path = False,
         max_steps: int | None = None, seed: int = 0, device: str | torch.device | None = None,
-        progress: bool = True, **budget_overrides) -> History:
+        progress: bool = True, monitors: Mapping[str, Monitor] | None = None,
+        **budget_overrides) -> History:
     """Train `method` on `dataset` (an ssl_minimal.data.ImageDataset) and return its History.
 
     budget: "smoke" | "cpu" | "gpu" | "auto" | a Budget; keyword overrides such as epochs=5,
@@ -244,6 +271,10 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         a path. The run continues exactly: same data order, same random augmentations.
     max_steps: stop after this many steps in total (the schedule still spans the whole budget),
         e.g. to split a long run over several sessions.
+    monitors: {name: function(method) -> float or {key: float}}, evaluated at the kNN monitor's
+        moments (before training, every `knn_every_epochs` epochs, at the end; with or without an
+        eval_dataset) and stored in history.monitors[name] (or [name/key]) beside history.monitor_step,
+        e.g. {"z": lambda m: evaluate.collapse_diagnostics(evaluate.embeddings_of(m, probe_images))}.
     Note: the dataset is used as given; `budget.train_samples` is applied by the caller
     (`ssl_minimal.train` or the CLI), because methods with a memory bank size it to the dataset.
     Several processes (torchrun): `budget.batch_size` is the global batch, each process trains on its
@@ -268,6 +299,9 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
                                   f"not with gloo on {device.type}); drop --sync-batch-norm to keep per-process "
                                   f"BatchNorm statistics")
         torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)   # in place: every BatchNorm child -> SyncBatchNorm
+    if monitors is not None and not (isinstance(monitors, Mapping) and all(map(callable, monitors.values()))):
+        raise SSLMinimalError(f"monitors must be a dict {{name: function(method) -> float or dict}}, got "
+                              f"{type(monitors).__name__}")
     torch.manual_seed(seed)
     method.epochs = budget.epochs               # so a method can turn "the first epoch" into a progress fraction
     method.to(device)
@@ -316,6 +350,8 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         history.baseline_knn_accuracy = knn_monitor(method.encoder, dataset, eval_dataset, budget, seed)
         history.knn_step.append(0), history.knn_epoch.append(0.0)
         history.knn_accuracy.append(history.baseline_knn_accuracy)
+    if monitors and not resume and main_process:
+        history.record_monitors(0, 0.0, run_monitors(monitors, method))
 
     def checkpoint(step: int) -> None:
         if checkpoint_path is None:
@@ -375,16 +411,17 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{schedule[step - 1]:.3g}",
                         img_s=f"{history.images_per_second[-1]:.0f}")
 
-        end_of_epoch = step % steps_per_epoch == 0
-        finished = step == total_steps
-        if eval_dataset is not None and end_of_epoch and main_process:
-            epoch_done = step // steps_per_epoch
-            if finished or (budget.knn_every_epochs and epoch_done % budget.knn_every_epochs == 0):
-                accuracy = knn_monitor(method.encoder, dataset, eval_dataset, budget, seed)
-                method.train()
-                history.knn_step.append(step), history.knn_epoch.append(float(epoch_done))
-                history.knn_accuracy.append(accuracy)
-                bar.write(f"{method.name} epoch {epoch_done}: kNN top-1 {accuracy:.2%}")
+        epoch_done, finished = step // steps_per_epoch, step == total_steps
+        evaluation_due = main_process and step % steps_per_epoch == 0 and (
+            finished or (budget.knn_every_epochs and epoch_done % budget.knn_every_epochs == 0))
+        if eval_dataset is not None and evaluation_due:
+            accuracy = knn_monitor(method.encoder, dataset, eval_dataset, budget, seed)
+            method.train()
+            history.knn_step.append(step), history.knn_epoch.append(float(epoch_done))
+            history.knn_accuracy.append(accuracy)
+            bar.write(f"{method.name} epoch {epoch_done}: kNN top-1 {accuracy:.2%}")
+        if monitors and evaluation_due:
+            history.record_monitors(step, float(epoch_done), run_monitors(monitors, method))
         history.wall_seconds += time.perf_counter() - started
         started = time.perf_counter()
         if step % budget.checkpoint_every_steps == 0 or step == end_step:

@@ -25,7 +25,8 @@ as the official code's per-GPU queues of length queue_length / world_size do.
 Paper values: projector 2048 -> 128, temperature 0.1, epsilon 0.05, 3 iterations, LARS, weight
 decay 1e-6; lr 0.6 for batch 256 (the authors' batch-256 configuration, github.com/facebookresearch/swav).
 Our choice: K = 100 prototypes for CIFAR-10 (the paper uses 3000 on ImageNet).
-`equal_partition=False` replaces Sinkhorn by a plain softmax (the collapse lesson).
+`equal_partition=False` replaces Sinkhorn by a plain softmax (the collapse lesson, where
+`prototype_usage` counts how many images pick each prototype).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import augmentations, distributed, losses
+from .. import augmentations, distributed, evaluate, losses
 from ..heads import mlp
 from ..memory import Queue
 from ..method import Method
@@ -120,3 +121,11 @@ class SwAV(Method):
 
     def after_optimizer_step(self, progress: float) -> None:
         self.normalize_prototypes()
+
+    def prototype_usage(self, images: torch.Tensor) -> torch.Tensor:
+        """How many of `images` (uint8 [N, 3, H, W]) have each prototype as their best match, in eval
+        mode: counts [K]. Collapse without the equal partition shows as one prototype taking all N."""
+        z = F.normalize(evaluate.embeddings_of(self, images), dim=1).to(self.prototypes.weight.device)  # [N, 128]
+        with torch.no_grad():
+            best = self.prototypes(z).argmax(dim=1)                            # [N]
+        return torch.bincount(best, minlength=self.prototypes.out_features).cpu()   # [K]
