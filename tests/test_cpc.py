@@ -25,12 +25,14 @@ def test_patch_grid_of_a_hand_example():
     assert patches[0, 1, 0, 0].tolist() == bottom_left
 
 
-def test_cifar_images_give_the_papers_7x7_grid_of_grey_patches():
-    model = ssl_minimal.build("cpc")
+def test_cifar_images_give_a_3x3_grid_of_grey_16px_patches_or_the_papers_7x7_grid():
     images = torch.rand(2, 3, 32, 32)
-    patches = model.encoder.patches(images)                        # 8 px patches, stride 4
-    assert patches.shape == (2, 7, 7, 1, 8, 8)
     grey = augmentations.rgb_to_grayscale(images)
+    patches = ssl_minimal.build("cpc").encoder.patches(images)                  # 16 px patches, stride 8
+    assert patches.shape == (2, 3, 3, 1, 16, 16)
+    assert torch.equal(patches[:, 1, 2], grey[:, :, 8:24, 16:32])
+    patches = ssl_minimal.build("cpc", patch_size=8).encoder.patches(images)    # the paper's proportions
+    assert patches.shape == (2, 7, 7, 1, 8, 8)
     assert torch.equal(patches[:, 2, 5], grey[:, :, 8:16, 20:28])
     assert torch.equal(patches[:, 6, 0], grey[:, :, 24:32, 0:8])
 
@@ -48,7 +50,7 @@ def test_context_row_t_depends_only_on_rows_up_to_t():
 
 
 def test_predictions_are_paired_with_the_patch_k_rows_below_in_the_same_image_and_column():
-    model = ssl_minimal.build("cpc", prediction_steps=(1, 3))
+    model = ssl_minimal.build("cpc", patch_size=8, prediction_steps=(1, 3))    # a 7x7 grid
     dim = model.encoder.output_dim
     code = torch.zeros(2, dim, 7, 7)        # channel 0 of position (b, row, column) holds 100 b + 10 row + column
     code[:, 0] = (100 * torch.arange(2).view(2, 1, 1) + 10 * torch.arange(7).view(1, 7, 1)
@@ -102,6 +104,7 @@ def test_training_step_is_the_loss_of_the_jittered_grid_and_trains_every_part(ti
 
 def test_jitter_keeps_a_random_square_sub_crop_of_each_patch():
     torch.manual_seed(0)
+    assert torch.all(jitter_patches(torch.ones(20, 1, 16, 16)).sum(dim=(-2, -1)) == 15 * 15)   # 60/64 of the side
     kept = jitter_patches(torch.ones(50, 1, 8, 8), keep=7 / 8)
     assert torch.all(kept.sum(dim=(-2, -1)) == 49)                       # 7x7 of the 8x8 pixels
     rows, columns = kept.amax(dim=-1), kept.amax(dim=-2)                 # [50, 1, 8] each
@@ -123,8 +126,10 @@ def test_evaluation_features_are_the_mean_patch_embedding_of_the_grey_image():
 
 
 def test_prediction_steps_beyond_the_grid_are_reported():
+    with pytest.raises(SSLMinimalError, match=r"row offsets in 1\.\.2 \(the grid has 3 rows\)"):
+        ssl_minimal.build("cpc", prediction_steps=(1, 3))
     with pytest.raises(SSLMinimalError, match=r"row offsets in 1\.\.6"):
-        ssl_minimal.build("cpc", prediction_steps=(1, 7))
+        ssl_minimal.build("cpc", patch_size=8, prediction_steps=(0, 1))
 
 
 @pytest.mark.slow

@@ -10,13 +10,15 @@ patches k rows *below* from it. The prediction is scored against the embeddings 
 (other positions, other images) with InfoNCE (Eq. 4): the encoder must keep what is predictable
 across the image (object parts, shapes), not pixel detail.
 
-The paper cuts a 256 px image into a 7x7 grid of 64 px patches with 50% overlap. Ours keeps those
-proportions: patches of 1/4 of the image side with stride 1/8 (8 px patches, stride 4 px for
-CIFAR's 32 px images), again a 7x7 grid. (16 px patches with stride 8 would give a 3x3 grid: two
-rows to predict at most, too few for "the next k rows".) Patches are greyscale, as in the paper.
+The paper cuts a 256 px image into a 7x7 grid of 64 px patches with 50% overlap (a quarter of the
+side each). For CIFAR's 32 px images we keep the 50% overlap but use patches of half the side:
+16 px patches every 8 px, a 3x3 grid, predicting k = 1 and 2 rows below. The paper's proportions
+(`patch_size=8`: 8 px patches every 4 px, a 7x7 grid) give patches that hold a few edges only,
+and cost 3-5x more per image on a CPU; at the course's budgets their features stayed below the
+random-init encoder in both kNN and linear probe (BENCHMARKS.md). Patches are greyscale, as in the paper.
 
-    images [B, 3, H, W] -> grey -> patches [B, 7, 7, 1, 8, 8] -> patch encoder (Normalize + backbone)
-    -> z [B, D, 7, 7] -> causal context network -> c [B, D, 7, 7] (row t sees rows <= t only)
+    images [B, 3, H, W] -> grey -> patches [B, R, R, 1, p, p] -> patch encoder (Normalize + backbone)
+    -> z [B, D, R, R] -> causal context network -> c [B, D, R, R] (row t sees rows <= t only)
     -> for k in prediction_steps: W_k c_t vs z_{t+k}, InfoNCE over all patches k.. rows down
 
 No stop-gradient: encoder, context network and W_k are trained together through both the
@@ -37,11 +39,11 @@ from ..backbones import CIFAR10_MEAN, CIFAR10_STD
 from ..checks import SSLMinimalError, check_images
 from ..method import Method
 
-PATCH_FRACTION = 4            # Sec. 3.2: 64 px patches of a 256 px image = 1/4 of the side; stride = half a patch
-PREDICTION_STEPS = (1, 2, 3)  # ours (cost): k rows below; the paper predicts up to 5 rows, CPC v2 only k = 3
+PATCH_FRACTION = 2            # ours: patches of 1/2 the side (paper: 64 px of 256 px = 1/4); stride = half a patch
+PREDICTION_STEPS = (1, 2)     # k rows below; all that a 3x3 grid allows (the paper: up to 5 rows of 7; CPC v2: k = 3)
 CONTEXT_BLOCKS = 3            # ours: residual masked-conv blocks (CPC v2 Appendix A uses 5 on a 7x7 grid)
 CONTEXT_HIDDEN = 128          # ours: width inside a block (CPC v2: 256)
-JITTER = 7 / 8                # Sec. 3.2: a random 60x60 sub-crop of each 64x64 patch, padded back (~7 of 8 px)
+JITTER = 60 / 64              # Sec. 3.2: a random 60x60 sub-crop of each 64x64 patch, padded back
 
 
 def extract_patches(images: torch.Tensor, size: int, stride: int) -> torch.Tensor:
@@ -52,10 +54,10 @@ def extract_patches(images: torch.Tensor, size: int, stride: int) -> torch.Tenso
 
 
 def jitter_patches(patches: torch.Tensor, keep: float = JITTER) -> torch.Tensor:
-    """Keep a random sub-crop of each patch (side round(keep * size)) in place and zero the rest, so
+    """Keep a random sub-crop of each patch (side floor(keep * size)) in place and zero the rest, so
     overlapping patches no longer line up pixel for pixel (Sec. 3.2). [..., size, size] -> same shape."""
     size = patches.shape[-1]
-    crop = max(1, round(keep * size))
+    crop = max(1, int(keep * size))
     shape = patches.shape[:-2] + (1, 1)
     top = torch.randint(0, size - crop + 1, shape, device=patches.device)
     left = torch.randint(0, size - crop + 1, shape, device=patches.device)
