@@ -20,7 +20,8 @@ with momentum 0.5 as InstDisc's) and approximates the softmax with NCE (Sec. 3.2
 in-batch form by default (`negatives="batch"`, `losses.cmc_loss`: the other B - 1 images of the
 batch are the negatives), because at this course's budgets (a few epochs on a few thousand images)
 every bank row is rewritten only a few times, so bank negatives and positives stay stale for the
-whole run, and lesson 1 showed InstDisc's bank + NCE diverging at these sizes. `negatives="bank"`
+whole run, and lesson 1 showed InstDisc's bank + NCE diverging at these sizes (2 epochs on 5,000
+CIFAR-10 images: kNN 34.5% at random init -> 39.9% in-batch, -> 35.2% with the bank). `negatives="bank"`
 is the paper's memory-bank version with the exact softmax over the sampled rows (the official code's
 softmax option; `losses.info_nce` with the positive bank row first), for comparison.
 """
