@@ -8,7 +8,8 @@ parameters of every image at once (no Python loop over images).
 Three layers, each readable on its own:
   * deterministic ops with explicit per-image parameters: `resized_crop(images, boxes, size)`,
     `adjust_brightness/contrast/saturation/hue(images, factors)`, `rgb_to_grayscale`, `blur`.
-    They equal torchvision's functional ops (tests/test_augmentations.py checks it).
+    They equal torchvision's functional ops (tests/test_augmentations.py checks it). `rgb_to_lab`
+    (CIE L*a*b*, CMC's two views) has no torchvision counterpart; its test uses reference colours.
   * random ops that sample those parameters per image: `random_resized_crop`, `horizontal_flip`,
     `color_jitter`, `random_grayscale`, `gaussian_blur`, `solarize`, and `multi_crop` (SwAV).
   * `Augmentation`: a named list of random ops; `RECIPES` holds the papers' lists, `recipe(...)`
@@ -299,6 +300,36 @@ def adjust_hue(images: torch.Tensor, shifts) -> torch.Tensor:
     sixths, value, chroma = _sixths_value_chroma(images)
     sixths += 6 * _per_image(shifts, images).view(-1, 1, 1)
     return _rgb_from_sixths_value_chroma(sixths, value, chroma)
+
+
+# CIE L*a*b* (CMC's views: lightness L versus colour ab). sRGB primaries and the D65 white point as in
+# IEC 61966-2-1; the matrix is the sRGB -> XYZ matrix tabulated by B. Lindbloom (brucelindbloom.com),
+# whose rows sum to the white point, so white maps to exactly (100, 0, 0).
+SRGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375),
+               (0.2126729, 0.7151522, 0.0721750),
+               (0.0193339, 0.1191920, 0.9503041))
+D65_WHITE = (0.95047, 1.0, 1.08883)        # XYZ of the D65 reference white, Y = 1
+LAB_EPSILON = (6 / 29) ** 3                 # CIE 1976: below this f(t) is linear instead of a cube root
+
+
+def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] -> CIE L*a*b* (D65 white). [B, 3, H, W] -> [B, 3, H, W] with channels L, a, b.
+
+    L (lightness) lies in [0, 100]; a (green-red) and b (blue-yellow) span about [-86.2, 98.2] and
+    [-107.9, 94.5] for sRGB colours. Steps: undo the sRGB gamma (linear light), multiply by
+    SRGB_TO_XYZ, divide by the white point, then with f(t) = t^(1/3) (t^(1/3) -> t / (3 (6/29)^2) + 4/29
+    below LAB_EPSILON): L = 116 f(Y) - 16, a = 500 (f(X) - f(Y)), b = 200 (f(Y) - f(Z)).
+    Batched, on the images' device; differentiable.
+    """
+    _check_float(images)
+    linear = torch.where(images <= 0.04045, images / 12.92, ((images + 0.055) / 1.055) ** 2.4)   # [B, 3, H, W]
+    matrix = torch.tensor(SRGB_TO_XYZ, dtype=images.dtype, device=images.device)
+    white = torch.tensor(D65_WHITE, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    xyz = torch.einsum("ij,bjhw->bihw", matrix, linear) / white                                  # X/Xn, Y/Yn, Z/Zn
+    # The clamp keeps the cube root's gradient finite where torch.where picks the linear branch.
+    f = torch.where(xyz > LAB_EPSILON, xyz.clamp(min=LAB_EPSILON) ** (1 / 3), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    fx, fy, fz = f.unbind(dim=1)                                                                 # [B, H, W]
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
 
 
 @_checks_images

@@ -84,6 +84,38 @@ def test_hsv_known_colours_and_round_trip():
     torch.testing.assert_close(A.hsv_to_rgb(A.rgb_to_hsv(images)), images, atol=1e-6, rtol=0)
 
 
+def test_rgb_to_lab_of_reference_colours():
+    """CIE L*a*b* (D65) of sRGB colours as tabulated by B. Lindbloom's colour calculator (brucelindbloom.com)."""
+    colours = torch.tensor([[1, 1, 1], [0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]],
+                           dtype=torch.float32).view(5, 3, 1, 1)
+    expected = torch.tensor([[100, 0, 0], [0, 0, 0], [53.2408, 80.0925, 67.2032],
+                             [87.7347, -86.1827, 83.1793], [32.2970, 79.1875, -107.8602]])
+    torch.testing.assert_close(A.rgb_to_lab(colours).view(5, 3), expected, atol=2e-3, rtol=0)
+
+
+def test_rgb_to_lab_of_grey_by_hand():
+    """Grey 0.5 by hand: linear light ((0.5 + 0.055) / 1.055)^2.4 = Y (a grey has X/Xn = Y = Z/Zn),
+    so L = 116 Y^(1/3) - 16 and a = b = 0. A dark grey falls on the linear branch of f."""
+    for value in (0.5, 0.02):
+        linear = value / 12.92 if value <= 0.04045 else ((value + 0.055) / 1.055) ** 2.4
+        f = linear ** (1 / 3) if linear > (6 / 29) ** 3 else linear / (3 * (6 / 29) ** 2) + 4 / 29
+        lab = A.rgb_to_lab(torch.full((2, 3, 4, 5), value))
+        assert lab.shape == (2, 3, 4, 5)
+        torch.testing.assert_close(lab[:, 0], torch.full((2, 4, 5), 116 * f - 16), atol=1e-4, rtol=0)
+        torch.testing.assert_close(lab[:, 1:], torch.zeros(2, 2, 4, 5), atol=1e-4, rtol=0)
+
+
+def test_rgb_to_lab_extremes_are_the_ranges_of_the_cmc_code():
+    """The official CMC code normalises a by [-86.183, 98.233] and b by [-107.857, 94.478]: the
+    extremes of the sRGB gamut, reached at green / magenta and blue / yellow."""
+    grid = torch.linspace(0, 1, 11)
+    cube = torch.stack(torch.meshgrid(grid, grid, grid, indexing="ij")).reshape(1, 3, -1, 1)   # 1331 colours
+    lab = A.rgb_to_lab(cube)
+    for channel, low, high in [(1, -86.183, 98.233), (2, -107.857, 94.478)]:
+        assert abs(lab[0, channel].min().item() - low) < 5e-3 and abs(lab[0, channel].max().item() - high) < 5e-3
+    assert lab[0, 0].min().item() > -1e-4 and abs(lab[0, 0].max().item() - 100) < 1e-4
+
+
 def test_grayscale_matches_torchvision():
     images = random_images()
     torch.testing.assert_close(A.rgb_to_grayscale(images), TF.rgb_to_grayscale(images), atol=2e-4, rtol=0)
