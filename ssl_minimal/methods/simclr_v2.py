@@ -64,17 +64,12 @@ def head_layers_up_to(model: SimCLR, layer: int) -> tuple[nn.Module, int]:
     return nn.Sequential(*blocks), width
 
 
-def first_head_layer(model: SimCLR) -> tuple[nn.Module, int]:
-    """The first Linear -> BN -> ReLU block of a SimCLR(v2) MLP head, and its output size."""
-    return head_layers_up_to(model, 1)
-
-
 class FineTune(Method):
     """Supervised fine-tuning of a pretrained SimCLR v2 model from the first head layer (Sec. 2.2).
 
     `labels` are the labels of the (small) dataset given to `fit`, indexed by the `indices` that
     `fit` passes. `from_head_layer`: 0 fine-tunes from the encoder output h (SimCLR v1), 1 from the
-    first head layer (the paper's choice), 2 from the second (the paper's Fig. 5 compares them).
+    first head layer (the paper's choice), 2 from the second (its projection-head ablation compares them).
     Augmentation: random crop + flip only (Appendix B: fine-tuning "with random crops and
     horizontal flips"). Optimiser: the paper uses LARS with batch 1024; ours is SGD, lr 0.05.
     """
