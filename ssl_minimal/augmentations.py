@@ -7,11 +7,12 @@ parameters of every image at once (no Python loop over images).
 
 Three layers, each readable on its own:
   * deterministic ops with explicit per-image parameters: `resized_crop(images, boxes, size)`,
-    `adjust_brightness/contrast/saturation/hue(images, factors)`, `rgb_to_grayscale`, `blur`.
+    `adjust_brightness/contrast/saturation/hue(images, factors)`, `rgb_to_grayscale`, `blur`, `erase`.
     They equal torchvision's functional ops (tests/test_augmentations.py checks it). `rgb_to_lab`
     (CIE L*a*b*, CMC's two views) has no torchvision counterpart; its test uses reference colours.
   * random ops that sample those parameters per image: `random_resized_crop`, `horizontal_flip`,
-    `color_jitter`, `random_grayscale`, `gaussian_blur`, `solarize`, and `multi_crop` (SwAV).
+    `color_jitter`, `random_grayscale`, `gaussian_blur`, `solarize`, `cutout`, `rotate90` (the last two
+    for SimCLR's augmentation ablation) and `multi_crop` (SwAV).
   * `Augmentation`: a named list of random ops; `RECIPES` holds the papers' lists, `recipe(...)`
     builds one. Printing an Augmentation shows every op and its parameters.
 
@@ -41,6 +42,8 @@ GRAYSCALE_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma (torchvision writ
 BLUR_KERNEL_FRACTION = 0.1                 # SimCLR Appendix A: blur kernel is 10% of the image side
 BLUR_SIGMA = (0.1, 2.0)                    # SimCLR Appendix A and BYOL Table 6: sigma uniform in [0.1, 2.0]
 MAX_HUE_SHIFT = 0.5                        # hue is an angle in [0, 1); a shift of 0.5 is half a turn
+CUTOUT_SIDE = 16                           # DeVries & Taylor 2017: a 16 x 16 square is best on CIFAR-10
+CUTOUT_FILL = 0.5                          # grey, about the dataset mean (the paper zeroes normalised pixels)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -423,6 +426,57 @@ def solarize(images: torch.Tensor, p: float = 0.2, threshold: float = 0.5,
     _check_options(p=p)
     return _apply_to(_choose(p, images, generator), images,
                      lambda picked: torch.where(picked >= threshold, 1 - picked, picked))
+
+
+# ----------------------------------------------------------------------------------------------
+# Cutout and rotation: two of the transformations of SimCLR's Fig. 4-5 ablation (Chen et al. 2020)
+def erase(images: torch.Tensor, boxes: torch.Tensor, fill: float = CUTOUT_FILL) -> torch.Tensor:
+    """Paint box i = (top, left, height, width) of image i with the grey level `fill` (boxes may
+    reach past the border; only the part inside the image is painted). Like torchvision's `erase`."""
+    _check_float(images)
+    batch, _, height, width = images.shape
+    if boxes.shape != (batch, 4):
+        raise SSLMinimalError(f"boxes must have shape [{batch}, 4] (top, left, height, width), got {list(boxes.shape)}")
+    top, left, box_height, box_width = boxes.to(images.device).unbind(dim=1)                   # each [B]
+    rows = torch.arange(height, device=images.device)
+    columns = torch.arange(width, device=images.device)
+    inside_rows = (rows >= top[:, None]) & (rows < (top + box_height)[:, None])                # [B, H]
+    inside_columns = (columns >= left[:, None]) & (columns < (left + box_width)[:, None])      # [B, W]
+    mask = inside_rows[:, None, :, None] & inside_columns[:, None, None, :]                    # [B, 1, H, W]
+    return images.masked_fill(mask, fill)
+
+
+@_checks_images
+def cutout(images: torch.Tensor, side: int = CUTOUT_SIDE, p: float = 1.0, fill: float = CUTOUT_FILL,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """With probability p per image, paint a side x side square grey (DeVries & Taylor 2017, "Improved
+    Regularization of Convolutional Neural Networks with Cutout", arXiv 1708.04552): the square is
+    centred on a uniformly random pixel and clipped at the border, so it may cover less than side^2."""
+    _check_options(p=p)
+    if not (isinstance(side, int) and side > 0):
+        raise SSLMinimalError(f"side must be a positive int (the square's side in pixels), got {side!r}")
+    batch, _, height, width = images.shape
+    centre_row = torch.floor(_uniform(0, 1, (batch,), images.device, generator) * height).long()   # [B]
+    centre_column = torch.floor(_uniform(0, 1, (batch,), images.device, generator) * width).long()
+    boxes = torch.stack([centre_row - side // 2, centre_column - side // 2,
+                         torch.full_like(centre_row, side), torch.full_like(centre_row, side)], dim=1)
+    chosen = _choose(p, images, generator)
+    return _apply_to(chosen, images, lambda picked: erase(picked, boxes[chosen], fill))
+
+
+@_checks_images
+def rotate90(images: torch.Tensor, p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """With probability p per image, rotate it by 90, 180 or 270 degrees counter-clockwise (chosen
+    uniformly), SimCLR's "rotate {90, 180, 270}" (Chen et al. 2020, Fig. 4). Images must be square."""
+    _check_options(p=p)
+    if images.shape[2] != images.shape[3]:
+        raise SSLMinimalError(f"rotate90 needs square images [B, 3, S, S], got {list(images.shape)}")
+    chosen = _uniform(0, 1, (images.shape[0],), images.device, generator) < p                 # [B] bool
+    turns = torch.floor(_uniform(1, 4, (images.shape[0],), images.device, generator)).long()  # [B] in {1, 2, 3}
+    for quarter_turns in (1, 2, 3):
+        due = (chosen & (turns == quarter_turns)).nonzero().squeeze(1)
+        _apply_to(due, images, lambda picked: picked.rot90(quarter_turns, dims=(2, 3)))
+    return images
 
 
 # ----------------------------------------------------------------------------------------------
