@@ -102,7 +102,7 @@ class BYOL(Method):
             return super().parameter_groups()
         # Without batch statistics, a shift (bias, GroupNorm beta) that takes plain SGD steps is the
         # quickest way to a constant output. In one group, LARS scales every update to lr * eta * ||w||.
-        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lars_adapt_all": True}]
 
     def after_optimizer_step(self, progress: float) -> None:
         # xi <- tau xi + (1 - tau) theta, with tau rising from tau_base to 1 (Sec. 3.2)
