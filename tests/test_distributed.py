@@ -56,6 +56,11 @@ class ToFloat(nn.Module):
         return images.float() / 255
 
 
+class Mirror(nn.Module):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flip(3)
+
+
 def _fixed_multi_crop(images, global_size, local_size, num_global=2, num_local=6, **_):
     """A deterministic stand-in for SwAV's multi-crop: the image and its mirror image, then shrunk copies."""
     x = images.float() / 255
@@ -65,7 +70,7 @@ def _fixed_multi_crop(images, global_size, local_size, num_global=2, num_local=6
 
 def _model(name: str, batch_norm: bool = False, random_views: bool = False, **options) -> nn.Module:
     torch.manual_seed(0)
-    options = {**(SWAV_OPTIONS if name == "swav" else {}), **({"num_noise": 8, "bank_init": "random"} if name == "instdisc" else {}),
+    options = {**(SWAV_OPTIONS if name == "swav" else {}), **({"projection_dim": 16} if name == "barlow_twins" else {}), **({"num_noise": 8, "bank_init": "random"} if name == "instdisc" else {}),
                **options}
     model = ssl_minimal.build(name, dataset=_dataset(), backbone_options={"width": 8}, **options)
     if not batch_norm:                                       # see the module docstring
@@ -75,6 +80,8 @@ def _model(name: str, batch_norm: bool = False, random_views: bool = False, **op
                 setattr(model.get_submodule(parent), child, nn.Identity())
     if not random_views:
         model.augment = ToFloat()                            # the same views in every process
+        if hasattr(model, "augment_prime"):                  # Barlow Twins' second view: the mirror image
+            model.augment_prime = nn.Sequential(ToFloat(), Mirror())
     return model
 
 
@@ -152,7 +159,7 @@ def _cli_with_sync_batch_norm(folder: Path) -> tuple[int, str]:
 SINKHORN_SCORES = torch.randn(12, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.3
 SINKHORN_SCORES[9, 2] = 1.0             # the largest score is in process 1's rows
 MOCO_IMAGES = torch.rand(BATCH, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-TRAINED = ["invaspread", "simclr_v1", "simclr_v2", "swav", "instdisc"]
+TRAINED = ["invaspread", "simclr_v1", "simclr_v2", "swav", "instdisc", "barlow_twins"]
 SCENARIOS = {**{name: functools.partial(_train, name=name) for name in TRAINED},
              "sinkhorn": _sinkhorn, "moco_keys": _moco_keys, "moco_queue": _moco_queue,
              "checkpoint": _checkpoint_and_resume, "sync_batch_norm": _cli_with_sync_batch_norm}
@@ -212,10 +219,10 @@ def fixed_multi_crop(monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # 2 processes = 1 process on the global batch
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["invaspread", "simclr_v1", "simclr_v2", "swav"])
+@pytest.mark.parametrize("name", ["invaspread", "simclr_v1", "simclr_v2", "swav", "barlow_twins"])
 def test_two_processes_take_the_same_steps_as_one_on_the_global_batch(two_processes, fixed_multi_crop, name):
     """2 processes x 8 images must give the loss and parameters of 1 process x 16 images: InvaSpread's
-    and SimCLR's negatives span the global batch (gather_with_gradient), SwAV's Sinkhorn partitions
+    and SimCLR's negatives and Barlow Twins' cross-correlation span the global batch (gather_with_gradient), SwAV's Sinkhorn partitions
     the global batch and its queue (queue_size 16: used at step 2), and DDP averages the gradients.
     Two LARS/SGD steps, so the second step also checks that the first left every process the same."""
     rank0, rank1 = two_processes(name)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import augmentations, losses
+from .. import augmentations, distributed, losses
 from ..heads import mlp
 from ..method import Method
 
@@ -52,4 +52,7 @@ class BarlowTwins(Method):
 
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         z_a, z_b = self.embed(self.augment(images)), self.embed(self.augment_prime(images))   # [B, D] each
+        # Several processes: C and the batch normalisation inside the loss span the global batch, as
+        # the official code's all_reduce of C does; a no-op in one process.
+        z_a, z_b = distributed.gather_with_gradient(z_a), distributed.gather_with_gradient(z_b)   # [W*B, D]
         return losses.barlow_twins_loss(z_a, z_b, self.lambd)                     # Eq. 1
