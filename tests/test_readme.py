@@ -1,4 +1,4 @@
-"""The README's budget table says what training.BUDGETS holds (docs that match the code)."""
+"""The README's tables say what the code and the tree hold (docs that match the code)."""
 
 import re
 from pathlib import Path
@@ -19,3 +19,22 @@ def test_budget_table_matches_the_code():
         assert int(cells[2]) == budget.epochs and int(cells[3]) == budget.batch_size, name
         assert float(cells[4]) == budget.warmup_epochs, name
         assert cells[6] == f"{budget.checkpoint_every_steps:,} steps", name
+
+
+def test_lesson_tables_point_at_files_that_exist():
+    """Every notebook, guide and method file named in the README's and the course's lesson tables
+    exists, and every notebook in notebooks/ is listed: the tables cannot drift from the tree."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    course = (root / "course" / "README.md").read_text()
+    named_notebooks = set(re.findall(r"`notebooks/(\d\d_\w+)\.ipynb`", readme))
+    for name in named_notebooks:
+        assert (root / "notebooks" / f"{name}.ipynb").exists(), f"README names a missing notebook {name}"
+    for path in re.findall(r"`(ssl_minimal/methods/\w+\.py)`", readme):
+        assert (root / path).exists(), f"README names a missing method file {path}"
+    for guide in re.findall(r"\]\((lessons/\w+\.md)\)", course):
+        assert (root / "course" / guide).exists(), f"course/README.md links a missing guide {guide}"
+    ready = re.findall(r"^\| \d+ \|.*\| `(\d\d_\w+)` \|.*\| ready \|$", course, flags=re.M)
+    on_disk = {path.stem for path in (root / "notebooks").glob("*.ipynb")}
+    assert set(ready) <= on_disk, f"lessons marked ready without a notebook: {set(ready) - on_disk}"
+    assert on_disk <= named_notebooks, f"notebooks missing from the README's lesson table: {on_disk - named_notebooks}"
