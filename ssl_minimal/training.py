@@ -100,9 +100,22 @@ def cosine_schedule(base_value: float, final_value: float, total_steps: int, war
 
 
 class LARS(torch.optim.Optimizer):
-    """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017, arXiv 1708.03888),
-    as SimCLR uses for large batches. Parameters with weight_decay == 0 (biases, norms) are not
-    adapted, as in SimCLR and BYOL."""
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017, arXiv 1708.03888,
+    Algorithm 2), as SimCLR, BYOL, SwAV and Barlow Twins use for large batches:
+
+        u = g + beta w;   u <- eta ||w|| / ||u|| * u   (trust ratio; 1 when ||w|| or ||u|| is 0)
+        v <- m v + u;     w <- w - lr v
+
+    Biases and normalisation weights (tensors with one dimension) are not adapted, as in SimCLR,
+    BYOL and Barlow Twins (whose code filters them by `p.ndim == 1`): they take plain momentum-SGD
+    steps, and the weight decay of their group (methods give them 0). Which tensors are adapted
+    depends on their shape only, not on their weight decay, so weight_decay=0 still gives LARS.
+    (You et al. write ||g|| + beta ||w|| in the denominator; the papers' code uses ||g + beta w||.)
+
+    Note the scale of a step: an adapted layer moves by lr * eta of its norm (times ~1 / (1 - m)
+    through momentum), whatever the gradient. The papers' lr ~0.2-0.6 per 256 images, eta 0.001 and
+    ~10^5 steps add up; a few hundred steps at the same lr barely move the weights.
+    """
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
                  trust_coefficient: float = 0.001):
@@ -118,6 +131,7 @@ class LARS(torch.optim.Optimizer):
                 update = p.grad
                 if group["weight_decay"] > 0:
                     update = update.add(p, alpha=group["weight_decay"])
+                if p.dim() > 1:                    # weights of a layer: layer-wise adaptation
                     param_norm, update_norm = torch.norm(p), torch.norm(update)
                     trust = torch.where((param_norm > 0) & (update_norm > 0),
                                         group["trust_coefficient"] * param_norm / update_norm, 1.0)
@@ -229,6 +243,8 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         a path. The run continues exactly: same data order, same random augmentations.
     max_steps: stop after this many steps in total (the schedule still spans the whole budget),
         e.g. to split a long run over several sessions.
+    The optimiser gets `method.parameter_groups()`; every step sets each group's lr to the schedule's
+    value times the group's optional "lr_scale" (default 1).
     Note: the dataset is used as given; `budget.train_samples` is applied by the caller
     (`ssl_minimal.train` or the CLI), because methods with a memory bank size it to the dataset.
     Several processes (torchrun): `budget.batch_size` is the global batch, each process trains on its
@@ -317,8 +333,8 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         indices = order[position * budget.batch_size:(position + 1) * budget.batch_size].to(device)
         indices = distributed.local_slice(indices)          # this process's share of the global batch
-        for group in optimizer.param_groups:
-            group["lr"] = float(schedule[step])
+        for group in optimizer.param_groups:   # a group may scale the schedule (e.g. a smaller bias lr)
+            group["lr"] = float(schedule[step]) * group.get("lr_scale", 1.0)
         with autocast:
             loss = step_function(images[indices], indices)
         loss_value = loss.item()

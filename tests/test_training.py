@@ -45,6 +45,39 @@ def test_lars_scales_each_layer_by_its_trust_ratio():
     assert torch.allclose(weight.detach(), expected, atol=1e-6)
 
 
+def test_lars_adapts_layers_by_shape_not_by_weight_decay_and_keeps_momentum_of_scaled_steps():
+    """You et al. 2017, Algorithm 2: v <- m v + trust * (g + beta w), w <- w - lr v. A matrix is
+    adapted even with weight_decay=0 (it used to fall back to plain SGD); a bias never is."""
+    weight = torch.nn.Parameter(torch.tensor([[3.0, 4.0]]))        # ||w|| = 5
+    bias = torch.nn.Parameter(torch.tensor([1.0, 0.0]))
+    optimizer = LARS([weight, bias], lr=2.0, weight_decay=0.0, momentum=0.5, trust_coefficient=0.01)
+    gradient, bias_gradient = torch.tensor([[0.0, 10.0]]), torch.tensor([0.5, -1.0])
+    w0, b0 = weight.detach().clone(), bias.detach().clone()
+    weight.grad, bias.grad = gradient.clone(), bias_gradient.clone()
+    optimizer.step()
+    u1 = 0.01 * 5.0 / 10.0 * gradient                              # trust * g, g has norm 10
+    assert torch.allclose(weight.detach(), w0 - 2.0 * u1, atol=1e-6)
+    assert torch.allclose(bias.detach(), b0 - 2.0 * bias_gradient, atol=1e-6)   # plain SGD step
+    w1 = weight.detach().clone()
+    weight.grad, bias.grad = gradient.clone(), bias_gradient.clone()
+    optimizer.step()
+    u2 = 0.01 * w1.norm() / 10.0 * gradient                        # the trust ratio uses the new ||w||
+    assert torch.allclose(weight.detach(), w1 - 2.0 * (0.5 * u1 + u2), atol=1e-6)   # momentum of scaled steps
+
+
+def test_a_parameter_group_can_scale_the_learning_rate_schedule(tiny_dataset):
+    """fit sets every group's lr from the schedule, times the group's "lr_scale" (Barlow Twins, for
+    one, gives biases and BatchNorm parameters a much smaller lr than the weights)."""
+    model = ssl_minimal.build("invaspread", dataset=tiny_dataset)
+    weights = [p for p in model.parameters() if p.dim() > 1]
+    biases = [p for p in model.parameters() if p.dim() <= 1]
+    model.parameter_groups = lambda: [{"params": weights}, {"params": biases, "weight_decay": 0.0, "lr_scale": 0.0}]
+    before_weights, before_biases = [p.detach().clone() for p in weights], [p.detach().clone() for p in biases]
+    fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, max_steps=2, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before_biases, biases))
+    assert not all(torch.equal(a, b) for a, b in zip(before_weights, weights))
+
+
 def _instdisc(dataset):
     torch.manual_seed(0)
     return ssl_minimal.build("instdisc", dataset=dataset, num_noise=16)
