@@ -25,6 +25,13 @@ __version__ = "0.1.0"
 METHODS: tuple[str, ...] = tuple(_METHOD_CLASSES)   # lower-case names in course order
 
 
+def _accepts(method_class: type, option: str) -> bool:
+    """Whether `option` is a constructor parameter of the class or of a parent it passes **options to
+    (MoCoV2(**options) -> MoCoV1(num_samples=...))."""
+    return any(option in inspect.signature(klass.__init__).parameters
+               for klass in method_class.__mro__ if "__init__" in vars(klass))
+
+
 def build(name: str, dataset=None, **options):
     """Build method `name` (see METHODS). Options go to the method's constructor (temperature,
     backbone, ...). Passing the training `dataset` fills in what the method needs to know about it:
@@ -36,7 +43,7 @@ def build(name: str, dataset=None, **options):
         options.setdefault("image_size", dataset.images.shape[-1])
         options.setdefault("mean", dataset.mean)
         options.setdefault("std", dataset.std)
-        if "num_samples" in inspect.signature(method_class).parameters:
+        if _accepts(method_class, "num_samples"):
             options.setdefault("num_samples", len(dataset))
     try:
         return method_class(**options)

@@ -7,10 +7,12 @@ parameters of every image at once (no Python loop over images).
 
 Three layers, each readable on its own:
   * deterministic ops with explicit per-image parameters: `resized_crop(images, boxes, size)`,
-    `adjust_brightness/contrast/saturation/hue(images, factors)`, `rgb_to_grayscale`, `blur`.
-    They equal torchvision's functional ops (tests/test_augmentations.py checks it).
+    `adjust_brightness/contrast/saturation/hue(images, factors)`, `rgb_to_grayscale`, `blur`, `erase`.
+    They equal torchvision's functional ops (tests/test_augmentations.py checks it). `rgb_to_lab`
+    (CIE L*a*b*, CMC's two views) has no torchvision counterpart; its test uses reference colours.
   * random ops that sample those parameters per image: `random_resized_crop`, `horizontal_flip`,
-    `color_jitter`, `random_grayscale`, `gaussian_blur`, `solarize`, and `multi_crop` (SwAV).
+    `color_jitter`, `random_grayscale`, `gaussian_blur`, `solarize`, `cutout`, `rotate90` (the last two
+    for SimCLR's augmentation ablation) and `multi_crop` (SwAV).
   * `Augmentation`: a named list of random ops; `RECIPES` holds the papers' lists, `recipe(...)`
     builds one. Printing an Augmentation shows every op and its parameters.
 
@@ -40,6 +42,8 @@ GRAYSCALE_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma (torchvision writ
 BLUR_KERNEL_FRACTION = 0.1                 # SimCLR Appendix A: blur kernel is 10% of the image side
 BLUR_SIGMA = (0.1, 2.0)                    # SimCLR Appendix A and BYOL Table 6: sigma uniform in [0.1, 2.0]
 MAX_HUE_SHIFT = 0.5                        # hue is an angle in [0, 1); a shift of 0.5 is half a turn
+CUTOUT_SIDE = 16                           # DeVries & Taylor 2017: a 16 x 16 square is best on CIFAR-10
+CUTOUT_FILL = 0.5                          # grey, about the dataset mean (the paper zeroes normalised pixels)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,6 +305,36 @@ def adjust_hue(images: torch.Tensor, shifts) -> torch.Tensor:
     return _rgb_from_sixths_value_chroma(sixths, value, chroma)
 
 
+# CIE L*a*b* (CMC's views: lightness L versus colour ab). sRGB primaries and the D65 white point as in
+# IEC 61966-2-1; the matrix is the sRGB -> XYZ matrix tabulated by B. Lindbloom (brucelindbloom.com),
+# whose rows sum to the white point, so white maps to exactly (100, 0, 0).
+SRGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375),
+               (0.2126729, 0.7151522, 0.0721750),
+               (0.0193339, 0.1191920, 0.9503041))
+D65_WHITE = (0.95047, 1.0, 1.08883)        # XYZ of the D65 reference white, Y = 1
+LAB_EPSILON = (6 / 29) ** 3                 # CIE 1976: below this f(t) is linear instead of a cube root
+
+
+def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] -> CIE L*a*b* (D65 white). [B, 3, H, W] -> [B, 3, H, W] with channels L, a, b.
+
+    L (lightness) lies in [0, 100]; a (green-red) and b (blue-yellow) span about [-86.2, 98.2] and
+    [-107.9, 94.5] for sRGB colours. Steps: undo the sRGB gamma (linear light), multiply by
+    SRGB_TO_XYZ, divide by the white point, then with f(t) = t^(1/3) (t^(1/3) -> t / (3 (6/29)^2) + 4/29
+    below LAB_EPSILON): L = 116 f(Y) - 16, a = 500 (f(X) - f(Y)), b = 200 (f(Y) - f(Z)).
+    Batched, on the images' device; differentiable.
+    """
+    _check_float(images)
+    linear = torch.where(images <= 0.04045, images / 12.92, ((images + 0.055) / 1.055) ** 2.4)   # [B, 3, H, W]
+    matrix = torch.tensor(SRGB_TO_XYZ, dtype=images.dtype, device=images.device)
+    white = torch.tensor(D65_WHITE, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    xyz = torch.einsum("ij,bjhw->bihw", matrix, linear) / white                                  # X/Xn, Y/Yn, Z/Zn
+    # The clamp keeps the cube root's gradient finite where torch.where picks the linear branch.
+    f = torch.where(xyz > LAB_EPSILON, xyz.clamp(min=LAB_EPSILON) ** (1 / 3), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    fx, fy, fz = f.unbind(dim=1)                                                                 # [B, H, W]
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
+
+
 @_checks_images
 def color_jitter(images: torch.Tensor, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
                  hue: float = 0.1, p: float = 0.8, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -392,6 +426,57 @@ def solarize(images: torch.Tensor, p: float = 0.2, threshold: float = 0.5,
     _check_options(p=p)
     return _apply_to(_choose(p, images, generator), images,
                      lambda picked: torch.where(picked >= threshold, 1 - picked, picked))
+
+
+# ----------------------------------------------------------------------------------------------
+# Cutout and rotation: two of the transformations of SimCLR's Fig. 4-5 ablation (Chen et al. 2020)
+def erase(images: torch.Tensor, boxes: torch.Tensor, fill: float = CUTOUT_FILL) -> torch.Tensor:
+    """Paint box i = (top, left, height, width) of image i with the grey level `fill` (boxes may
+    reach past the border; only the part inside the image is painted). Like torchvision's `erase`."""
+    _check_float(images)
+    batch, _, height, width = images.shape
+    if boxes.shape != (batch, 4):
+        raise SSLMinimalError(f"boxes must have shape [{batch}, 4] (top, left, height, width), got {list(boxes.shape)}")
+    top, left, box_height, box_width = boxes.to(images.device).unbind(dim=1)                   # each [B]
+    rows = torch.arange(height, device=images.device)
+    columns = torch.arange(width, device=images.device)
+    inside_rows = (rows >= top[:, None]) & (rows < (top + box_height)[:, None])                # [B, H]
+    inside_columns = (columns >= left[:, None]) & (columns < (left + box_width)[:, None])      # [B, W]
+    mask = inside_rows[:, None, :, None] & inside_columns[:, None, None, :]                    # [B, 1, H, W]
+    return images.masked_fill(mask, fill)
+
+
+@_checks_images
+def cutout(images: torch.Tensor, side: int = CUTOUT_SIDE, p: float = 1.0, fill: float = CUTOUT_FILL,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """With probability p per image, paint a side x side square grey (DeVries & Taylor 2017, "Improved
+    Regularization of Convolutional Neural Networks with Cutout", arXiv 1708.04552): the square is
+    centred on a uniformly random pixel and clipped at the border, so it may cover less than side^2."""
+    _check_options(p=p)
+    if not (isinstance(side, int) and side > 0):
+        raise SSLMinimalError(f"side must be a positive int (the square's side in pixels), got {side!r}")
+    batch, _, height, width = images.shape
+    centre_row = torch.floor(_uniform(0, 1, (batch,), images.device, generator) * height).long()   # [B]
+    centre_column = torch.floor(_uniform(0, 1, (batch,), images.device, generator) * width).long()
+    boxes = torch.stack([centre_row - side // 2, centre_column - side // 2,
+                         torch.full_like(centre_row, side), torch.full_like(centre_row, side)], dim=1)
+    chosen = _choose(p, images, generator)
+    return _apply_to(chosen, images, lambda picked: erase(picked, boxes[chosen], fill))
+
+
+@_checks_images
+def rotate90(images: torch.Tensor, p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """With probability p per image, rotate it by 90, 180 or 270 degrees counter-clockwise (chosen
+    uniformly), SimCLR's "rotate {90, 180, 270}" (Chen et al. 2020, Fig. 4). Images must be square."""
+    _check_options(p=p)
+    if images.shape[2] != images.shape[3]:
+        raise SSLMinimalError(f"rotate90 needs square images [B, 3, S, S], got {list(images.shape)}")
+    chosen = _uniform(0, 1, (images.shape[0],), images.device, generator) < p                 # [B] bool
+    turns = torch.floor(_uniform(1, 4, (images.shape[0],), images.device, generator)).long()  # [B] in {1, 2, 3}
+    for quarter_turns in (1, 2, 3):
+        due = (chosen & (turns == quarter_turns)).nonzero().squeeze(1)
+        _apply_to(due, images, lambda picked: picked.rot90(quarter_turns, dims=(2, 3)))
+    return images
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ library passes images as floats in [0, 1] and never has to remember which statis
   `norm="group_ws"` swaps BatchNorm for GroupNorm + weight standardisation, so the network uses
   no batch statistics (Richemond et al. 2020, "BYOL works even without batch statistics", arXiv
   2010.10241); `norm="none"` removes normalisation altogether.
+- Both take `in_channels` (default 3): CMC encodes the L channel (1) and the ab channels (2) of
+  Lab colour with one network each, CPC encodes greyscale patches (1). `mean` and `std` of the
+  encoder's `Normalize` then have one entry per input channel.
 - `resnet18`: torchvision's ResNet-18 adapted to 32x32 images as in the SimCLR paper's CIFAR-10
   experiments (Chen et al. 2020, arXiv 2002.05709, Appendix B.9): the 7x7 stride-2 stem becomes a
   3x3 stride-1 convolution and the first max-pool is removed. 512-d features.
@@ -76,12 +79,12 @@ class SmallConvNet(nn.Module):
     norm: "batch" (default), "group_ws" (GroupNorm + weight standardisation) or "none".
     """
 
-    def __init__(self, width: int = WIDTH, norm: str = "batch"):
+    def __init__(self, width: int = WIDTH, norm: str = "batch", in_channels: int = 3):
         super().__init__()
         if norm not in CONV_NORMS:
             raise unknown_name("norm", norm, CONV_NORMS)
         self.layers = nn.Sequential(
-            _conv_block(3, width, pool=True, norm=norm),              # [B, w, H/2, W/2]
+            _conv_block(in_channels, width, pool=True, norm=norm),    # [B, w, H/2, W/2]
             _conv_block(width, 2 * width, pool=True, norm=norm),      # [B, 2w, H/4, W/4]
             _conv_block(2 * width, 4 * width, pool=True, norm=norm),  # [B, 4w, H/8, W/8]
             _conv_block(4 * width, 8 * width, pool=False, norm=norm),  # [B, 8w, H/8, W/8]
@@ -95,10 +98,10 @@ class SmallConvNet(nn.Module):
 class ResNet18Small(nn.Module):
     """ResNet-18 for 32x32 inputs: 3x3 stride-1 stem, no max-pool, no classifier. Output [B, 512]."""
 
-    def __init__(self):
+    def __init__(self, in_channels: int = 3):
         super().__init__()
         net = torchvision.models.resnet18(weights=None)
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
         net.fc = nn.Identity()
         self.net = net
@@ -112,19 +115,24 @@ BACKBONES = {"small_convnet": SmallConvNet, "resnet18": ResNet18Small}
 
 
 class Encoder(nn.Module):
-    """Normalize -> backbone. Takes float images in [0, 1] (or uint8), returns features [B, output_dim]."""
+    """Normalize -> backbone. Takes float images in [0, 1] (or uint8), returns features [B, output_dim].
+    With `in_channels=C` (an option of the backbone) the images are [B, C, H, W] and mean/std have C entries."""
 
     def __init__(self, name: str = "small_convnet", mean=CIFAR10_MEAN, std=CIFAR10_STD, **options):
         super().__init__()
         if name not in BACKBONES:
             raise unknown_name("backbone", name, BACKBONES)
         self.name = name
+        self.in_channels = options.get("in_channels", 3)
+        if not len(mean) == len(std) == self.in_channels:
+            raise SSLMinimalError(f"mean and std need one entry per input channel ({self.in_channels}), got "
+                                  f"mean {tuple(mean)} and std {tuple(std)}")
         self.normalize = Normalize(mean, std)
         self.backbone = BACKBONES[name](**options)
         self.output_dim = self.backbone.output_dim
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        check_images(images)
+        check_images(images, channels=self.in_channels)
         if images.dtype == torch.uint8:
             images = images.float() / 255
         return self.backbone(self.normalize(images))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     train.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    train.add_argument("--sync-batch-norm", action="store_true", help="under torchrun: BatchNorm statistics "
+                       "over all processes (torch.nn.SyncBatchNorm; CUDA only)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -55,10 +58,12 @@ def _train(args) -> None:
     from .training import get_budget
     budget = get_budget(args.budget, epochs=args.epochs, batch_size=args.batch_size,
                         learning_rate=args.learning_rate, backbone=args.backbone,
-                        train_samples=args.train_samples, compile=args.compile or None)
+                        train_samples=args.train_samples, compile=args.compile or None,
+                        sync_batch_norm=args.sync_batch_norm or None)
     output = Path(args.output or f"runs/{args.method}-{args.dataset}-{budget.name}")
-    print(f"training {args.method} on {args.dataset} with budget {budget.name!r} "
-          f"({budget.epochs} epochs, batch {budget.batch_size}, {budget.backbone}); output in {output}/")
+    if os.environ.get("RANK", "0") == "0":              # torchrun sets RANK; the group is joined later, in fit
+        print(f"training {args.method} on {args.dataset} with budget {budget.name!r} "
+              f"({budget.epochs} epochs, batch {budget.batch_size}, {budget.backbone}); output in {output}/")
     model, history = train(args.method, args.dataset, budget, data_dir=args.data_dir, seed=args.seed,
                            checkpoint_path=output / "checkpoint.pt", resume=args.resume,
                            max_steps=args.max_steps, device=args.device, progress=not args.no_progress)

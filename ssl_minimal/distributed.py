@@ -8,15 +8,23 @@ Start a run with PyTorch's own launcher, one process per GPU:
 wraps the method in DistributedDataParallel (gradients averaged over processes) and gives each
 process its slice of every global batch: the budget's `batch_size` is the *global* batch, so the
 learning-rate scaling rule (lr = base_lr * batch_size / 256) and every result mean the same thing
-whatever the number of processes. Checkpoints are written by rank 0 only.
+whatever the number of processes. Checkpoints are written by rank 0 only (with every process's
+random generator, so a resumed run continues exactly).
+
+BatchNorm normalises each process's slice with that slice's own statistics. `fit(...,
+sync_batch_norm=True)` (CLI `--sync-batch-norm`) converts every BatchNorm to torch.nn.SyncBatchNorm,
+whose statistics span the global batch; torch runs it on CUDA only (NCCL), not with gloo on CPU.
 
 The helpers below are what a method needs when its loss spans the whole global batch. In a single
 process every one of them returns its input unchanged, so method files call them unconditionally:
 
 - `gather_with_gradient(x)`: the embeddings of every process, concatenated in rank order, with the
   gradient flowing back to the process that computed each row (SimCLR's negatives, CLIP, MoCo v3).
-- `gather(x)`: the same without gradient (MoCo's keys for the queue, a memory bank's rows).
-- `all_reduce_sum(x)`: sums over processes (SwAV's Sinkhorn normalisation, DINO's centre).
+- `gather(x)`: the same without gradient (MoCo's and SwAV's queue, a memory bank's rows, the key
+  images of MoCo's shuffling BN).
+- `all_reduce_sum(x)`, `all_reduce_max(x)`: sums / maxima over processes (SwAV's Sinkhorn
+  normalisation over the global batch, DINO's centre).
+- `broadcast(x)`: rank 0's tensor on every process (MoCo's shuffling-BN permutation).
 
 Why computing the *global* loss on every process gives the right gradient: each process's loss is
 the same L(z_all). Backward through all_gather sums the W identical gradients for the local rows,
@@ -29,6 +37,8 @@ import os
 
 import torch
 import torch.distributed as dist
+
+from .checks import SSLMinimalError
 
 
 def is_distributed() -> bool:
@@ -65,6 +75,9 @@ def setup(device: torch.device) -> torch.device:
 
 def local_slice(global_batch: torch.Tensor) -> torch.Tensor:
     """This process's contiguous share of a global batch (rank r gets rows r*B/W .. (r+1)*B/W)."""
+    if global_batch.shape[0] % world_size():
+        raise SSLMinimalError(f"cannot split {global_batch.shape[0]} rows evenly over {world_size()} processes: "
+                              f"use a batch (or queue) size divisible by the number of processes")
     share = global_batch.shape[0] // world_size()
     return global_batch[rank() * share:(rank() + 1) * share]
 
@@ -104,9 +117,28 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """The sum of `tensor` over all processes (a new tensor; the input is not changed)."""
+    """The sum of `tensor` over all processes (a new tensor; the input is not changed).
+    For statistics and normalisations (under torch.no_grad): no gradient crosses processes."""
     if not is_distributed():
         return tensor
     total = tensor.clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total
+
+
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise maximum of `tensor` over all processes (a new tensor; the input is not changed)."""
+    if not is_distributed():
+        return tensor
+    maximum = tensor.clone()
+    dist.all_reduce(maximum, op=dist.ReduceOp.MAX)
+    return maximum
+
+
+def broadcast(tensor: torch.Tensor, source: int = 0) -> torch.Tensor:
+    """Rank `source`'s `tensor` on every process (a new tensor; every process passes one of the same shape)."""
+    if not is_distributed():
+        return tensor
+    shared = tensor.clone()
+    dist.broadcast(shared, src=source)
+    return shared

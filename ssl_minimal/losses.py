@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import distributed
+
 
 def nonparametric_softmax_loss(embeddings: torch.Tensor, bank: torch.Tensor, indices: torch.Tensor,
                                temperature: float) -> torch.Tensor:
@@ -29,16 +31,17 @@ def nonparametric_softmax_loss(embeddings: torch.Tensor, bank: torch.Tensor, ind
 
 def nce_loss(positive_probability: torch.Tensor, noise_probability: torch.Tensor,
              num_samples: int) -> torch.Tensor:
-    """Noise-contrastive estimation of the non-parametric softmax (Wu et al. 2018, Eqs. 5-7).
+    """Noise-contrastive estimation of the non-parametric softmax (Wu et al. 2018, Eqs. 5-6).
 
     Data samples are positives, m noise samples per positive come from the uniform noise
-    distribution P_n = 1/n. With P(i|v) = exp(v_i^T v / tau) / Z the model probability,
+    distribution P_n = 1/n. With P(i|v) = exp(v_i^T v / tau) / Z the model probability (Eq. 4;
+    the caller estimates Z, Eq. 7),
 
         h(i, v) = P(i|v) / (P(i|v) + m P_n(i))                                  (Eq. 5)
         loss = -E_data[log h(i, v)] - m E_noise[log(1 - h(i, v'))]             (Eq. 6)
 
     The second term is estimated with m noise samples, so it is their *sum*; both are averaged
-    over the batch.
+    over the batch (as the official NCECriterion: sums over the batch divided by B).
     positive_probability: [B] P(i|v) of each image's own entry; noise_probability: [B, m].
     """
     num_noise = noise_probability.shape[1]                     # m
@@ -93,6 +96,17 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temper
     negative = query @ queue.t()                                       # [N, K]
     logits = torch.cat([positive, negative], dim=1) / temperature      # [N, 1 + K]
     labels = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
+    return F.cross_entropy(logits, labels)
+
+
+def info_nce_in_batch(query: torch.Tensor, key: torch.Tensor, temperature: float) -> torch.Tensor:
+    """MoCo's InfoNCE (Eq. 1) with the end-to-end dictionary of v1 Fig. 2a: the negatives of query i
+    are the keys of the *other* images of the batch, so it equals `info_nce(q_i, k_i, keys without
+    row i, tau)` averaged over i (K = N - 1 negatives). query, key: [N, C], normalised by the caller.
+    The logits are q k^T / tau [N, N]; the positive of row i is column i.
+    """
+    logits = query @ key.t() / temperature                             # [N, N]
+    labels = torch.arange(query.shape[0], device=query.device)
     return F.cross_entropy(logits, labels)
 
 
@@ -173,14 +187,20 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -
     scores: [B, K] prototype scores z^T c. Returns Q [B, K]: every row sums to 1 (each sample's code
     is a distribution over prototypes) and every column sums to about B / K (each prototype gets an
     equal share of the batch; exactly so as iterations -> infinity).
-    Differentiable, but SwAV calls it under torch.no_grad(): the codes are targets.
+    Several processes: the batch is the *global* one, as in the official code's distributed
+    Sinkhorn. Each process passes its own rows; B, the total mass and the prototype (column) sums
+    are summed over processes, and each process gets its own rows of the global Q back. In one
+    process the all-reduces are identities and this is a plain function.
+    Differentiable in one process, but SwAV calls it under torch.no_grad(): the codes are targets.
     """
-    batch_size, num_prototypes = scores.shape
-    # Subtracting the maximum does not change Q after normalisation and keeps exp() finite.
-    q = torch.exp((scores - scores.max()) / epsilon)          # [B, K]
-    q = q / q.sum()
+    num_prototypes = scores.shape[1]
+    batch_size = distributed.all_reduce_sum(torch.tensor(scores.shape[0], device=scores.device))   # global B
+    # Subtracting the (global) maximum does not change Q after normalisation and keeps exp() finite.
+    q = torch.exp((scores - distributed.all_reduce_max(scores.max())) / epsilon)   # [B, K]
+    q = q / distributed.all_reduce_sum(q.sum())
     for _ in range(iterations):
-        q = q / q.sum(dim=0, keepdim=True) / num_prototypes   # each prototype (column) sums to 1/K
+        prototype_mass = distributed.all_reduce_sum(q.sum(dim=0, keepdim=True))    # [1, K], over all processes
+        q = q / prototype_mass / num_prototypes               # each prototype (column) sums to 1/K
         q = q / q.sum(dim=1, keepdim=True) / batch_size       # each sample (row) sums to 1/B
     return q * batch_size                                     # rows sum to 1
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
+from .checks import SSLMinimalError
 
 # Official InstDisc code (github.com/zhirongw/lemniscate.pytorch) updates bank rows with momentum 0.5.
 BANK_MOMENTUM = 0.5
@@ -19,8 +20,10 @@ BANK_MOMENTUM = 0.5
 class MemoryBank(nn.Module):
     """One L2-normalised D-dimensional entry v_i per training image (Wu et al. 2018, Sec. 3.1).
 
-    Rows start as random unit vectors. After each step the entries of the images in the batch move
-    towards their new embeddings (the paper's proximal idea, Sec. 3.3, as the official code does it):
+    Rows start as random unit vectors (the paper's initialisation; `fill` replaces them all at once,
+    e.g. with the untrained network's embeddings). After each step the entries of the images in the
+    batch move towards their new embeddings (the paper's proximal idea, Sec. 3.3, as the official
+    code does it):
 
         v_i <- normalize(momentum * v_i + (1 - momentum) * f_i)
     """
@@ -40,6 +43,14 @@ class MemoryBank(nn.Module):
         indices, features = distributed.gather(indices), distributed.gather(features)
         mixed = self.momentum * self.bank[indices] + (1 - self.momentum) * features
         self.bank[indices] = F.normalize(mixed, dim=1)
+
+    @torch.no_grad()
+    def fill(self, features: torch.Tensor) -> None:
+        """v_j <- normalize(f_j) for every row j; features [n, D], one row per training image."""
+        if features.shape != self.bank.shape:
+            raise SSLMinimalError(f"fill needs features of shape {list(self.bank.shape)} (one row per bank "
+                                  f"entry), got {list(features.shape)}")
+        self.bank.copy_(F.normalize(features.to(self.bank.dtype), dim=1))
 
     def sample_noise_indices(self, num_noise: int) -> torch.Tensor:
         """m indices drawn uniformly from all n rows (the noise distribution P_n = 1/n). [m]"""

@@ -4,7 +4,9 @@ A method is an `nn.Module` that subclasses `Method` and implements
 
     training_step(images, indices) -> loss      # images: uint8 [B, 3, H, W] straight from the dataset
 
-`fit` calls `training_step`, back-propagates, calls `after_backward(progress)` (a no-op here;
+Before the first step of a new run (not when resuming) `fit` calls `before_training(images)` with the
+whole training set (uint8 [N, 3, H, W] on the device; a no-op here: InstDisc fills its memory bank there).
+Then, each step, `fit` calls `training_step`, back-propagates, calls `after_backward(progress)` (a no-op here;
 SwAV zeroes its prototypes' gradients there during the first epoch), steps the optimiser, then calls
 `after_optimizer_step(progress)` (a no-op here; MoCo's and BYOL's momentum encoders update there).
 `progress` = step / total_steps in [0, 1], so per-step schedules need nothing else from `fit`.
@@ -46,6 +48,9 @@ class Method(nn.Module):
     def forward(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Calling the method is one training step (DistributedDataParallel calls forward)."""
         return self.training_step(images, indices)
+
+    def before_training(self, images: torch.Tensor) -> None:
+        """Called once by `fit` before the first step of a new run with all training images, uint8 [N, 3, H, W]."""
 
     def after_backward(self, progress: float) -> None:
         """Called after loss.backward() and before the optimiser step, progress = step / total_steps."""

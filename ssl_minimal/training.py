@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -50,6 +51,7 @@ class Budget:
     checkpoint_every_steps: int = 500
     learning_rate: float | None = None  # None: the method's paper value scaled by batch_size / 256
     compile: bool = False               # torch.compile the encoder (GPU)
+    sync_batch_norm: bool = False       # several processes: BatchNorm statistics over the global batch (GPUs)
 
 
 BUDGETS = {
@@ -57,9 +59,10 @@ BUDGETS = {
     # CIFAR-10 clearly (31.3% -> 37.7%, tests/test_learning.py); 2 epochs were within noise. See BENCHMARKS.md.
     "smoke": Budget("smoke", epochs=4, batch_size=128, train_samples=2_000, knn_every_epochs=1,
                     knn_train_samples=2_000, knn_test_samples=1_000, checkpoint_every_steps=50),
-    # A few minutes on 2 CPU cores with the small ConvNet.
-    "cpu": Budget("cpu", epochs=15, batch_size=256, train_samples=20_000, warmup_epochs=1,
-                  knn_every_epochs=3, knn_train_samples=10_000, knn_test_samples=2_000,
+    # Minutes on 2 CPU cores with the small ConvNet (width 32): 780 steps, 200,000 images seen, about
+    # 4 min for a one-view method (InstDisc) and 7-12 min for two-view / multi-crop ones (BENCHMARKS.md).
+    "cpu": Budget("cpu", epochs=10, batch_size=256, train_samples=20_000, warmup_epochs=1,
+                  knn_every_epochs=2, knn_train_samples=10_000, knn_test_samples=2_000,
                   checkpoint_every_steps=200),
     # Paper-like on one GPU: ResNet-18, the whole training set, 200 epochs (InstDisc/lightly's benchmark).
     "gpu": Budget("gpu", epochs=200, batch_size=512, backbone="resnet18", warmup_epochs=10,
@@ -109,7 +112,9 @@ class LARS(torch.optim.Optimizer):
     Biases and normalisation weights (tensors with one dimension) are not adapted, as in SimCLR,
     BYOL and Barlow Twins (whose code filters them by `p.ndim == 1`): they take plain momentum-SGD
     steps, and the weight decay of their group (methods give them 0). Which tensors are adapted
-    depends on their shape only, not on their weight decay, so weight_decay=0 still gives LARS.
+    depends on their shape, not on their weight decay, so weight_decay=0 still gives LARS; a
+    parameter group with "lars_adapt_all": True adapts its 1-d tensors too (BYOL without batch
+    statistics needs it).
     (You et al. write ||g|| + beta ||w|| in the denominator; the papers' code uses ||g + beta w||.)
 
     Note the scale of a step: an adapted layer moves by lr * eta of its norm (times ~1 / (1 - m)
@@ -131,7 +136,8 @@ class LARS(torch.optim.Optimizer):
                 update = p.grad
                 if group["weight_decay"] > 0:
                     update = update.add(p, alpha=group["weight_decay"])
-                if p.dim() > 1:                    # weights of a layer: layer-wise adaptation
+                # weights of a layer: layer-wise adaptation; a group may ask for it on every tensor
+                if p.dim() > 1 or group.get("lars_adapt_all", False):
                     param_norm, update_norm = torch.norm(p), torch.norm(update)
                     trust = torch.where((param_norm > 0) & (update_norm > 0),
                                         group["trust_coefficient"] * param_norm / update_norm, 1.0)
@@ -172,9 +178,17 @@ class History:
     baseline_knn_accuracy: float | None = None   # the same encoder at random initialisation
     wall_seconds: float = 0.0
     budget: dict = field(default_factory=dict)
+    monitor_step: list[int] = field(default_factory=list)     # when fit's `monitors` were evaluated
+    monitor_epoch: list[float] = field(default_factory=list)
+    monitors: dict[str, list[float]] = field(default_factory=dict)   # name -> one value per monitor_step
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def record_monitors(self, step: int, epoch: float, values: dict[str, float]) -> None:
+        self.monitor_step.append(step), self.monitor_epoch.append(epoch)
+        for name, value in values.items():
+            self.monitors.setdefault(name, []).append(value)
 
     @property
     def final_knn_accuracy(self) -> float | None:
@@ -228,10 +242,41 @@ def knn_monitor(encoder: nn.Module, train, test, budget: Budget, seed: int = 0) 
     return evaluate.knn_accuracy(train_features, bank.labels, test_features, queries.labels, k=k)
 
 
+def _all_rng_states(state: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The generator state of every process, [W, n] (one process: [n], as saved before torch.distributed)."""
+    if not distributed.is_distributed():
+        return state
+    return distributed.gather(state.to(device)[None]).cpu()      # NCCL gathers CUDA tensors only
+
+
+def _own_rng_state(states: torch.Tensor) -> torch.Tensor:
+    """This process's row of `_all_rng_states` (rank modulo the number saved, if that changed).
+    A copy: torch.set_rng_state crashes (SIGSEGV, torch 2.14) on a row view with a storage offset."""
+    return states if states.dim() == 1 else states[distributed.rank() % states.shape[0]].clone()
+
+
+Monitor = Callable[[nn.Module], "float | Mapping[str, float]"]
+
+
+def run_monitors(monitors: Mapping[str, Monitor], method: nn.Module) -> dict[str, float]:
+    """Evaluate each monitor on `method` (no gradients, the random state left as it was, train mode
+    afterwards). A monitor that returns a dict gives one value per key, named "monitor/key"."""
+    values = {}
+    device = next(method.parameters()).device
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for name, monitor in monitors.items():
+            result = monitor(method)
+            items = result.items() if isinstance(result, Mapping) else [(None, result)]
+            values.update({name if key is None else f"{name}/{key}": float(value) for key, value in items})
+    method.train()
+    return values
+
+
 def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=None,
         checkpoint_path: str | Path | None = None, resume: bool | str | Path = False,
         max_steps: int | None = None, seed: int = 0, device: str | torch.device | None = None,
-        progress: bool = True, **budget_overrides) -> History:
+        progress: bool = True, monitors: Mapping[str, Monitor] | None = None,
+        **budget_overrides) -> History:
     """Train `method` on `dataset` (an ssl_minimal.data.ImageDataset) and return its History.
 
     budget: "smoke" | "cpu" | "gpu" | "auto" | a Budget; keyword overrides such as epochs=5,
@@ -243,12 +288,18 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         a path. The run continues exactly: same data order, same random augmentations.
     max_steps: stop after this many steps in total (the schedule still spans the whole budget),
         e.g. to split a long run over several sessions.
+    monitors: {name: function(method) -> float or {key: float}}, evaluated at the kNN monitor's
+        moments (before training, every `knn_every_epochs` epochs, at the end; with or without an
+        eval_dataset) and stored in history.monitors[name] (or [name/key]) beside history.monitor_step,
+        e.g. {"z": lambda m: evaluate.collapse_diagnostics(evaluate.embeddings_of(m, probe_images))}.
     The optimiser gets `method.parameter_groups()`; every step sets each group's lr to the schedule's
     value times the group's optional "lr_scale" (default 1).
     Note: the dataset is used as given; `budget.train_samples` is applied by the caller
     (`ssl_minimal.train` or the CLI), because methods with a memory bank size it to the dataset.
     Several processes (torchrun): `budget.batch_size` is the global batch, each process trains on its
     slice of it inside DistributedDataParallel, rank 0 writes checkpoints (see distributed.py).
+    BatchNorm then normalises each process's slice with its own statistics, unless
+    sync_batch_norm=True turns every BatchNorm into torch.nn.SyncBatchNorm (CUDA/NCCL only).
     """
     budget = get_budget(budget, **budget_overrides)
     device = distributed.setup(resolve_device(device))
@@ -261,6 +312,15 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     if budget.batch_size % processes:
         raise SSLMinimalError(f"batch size {budget.batch_size} (the global batch) must be divisible by the "
                               f"number of processes ({processes})")
+    if budget.sync_batch_norm and distributed.is_distributed():
+        if device.type != "cuda":
+            raise SSLMinimalError(f"sync_batch_norm needs CUDA devices (torch's SyncBatchNorm runs on GPUs with NCCL, "
+                                  f"not with gloo on {device.type}); drop --sync-batch-norm to keep per-process "
+                                  f"BatchNorm statistics")
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)   # in place: every BatchNorm child -> SyncBatchNorm
+    if monitors is not None and not (isinstance(monitors, Mapping) and all(map(callable, monitors.values()))):
+        raise SSLMinimalError(f"monitors must be a dict {{name: function(method) -> float or dict}}, got "
+                              f"{type(monitors).__name__}")
     torch.manual_seed(seed)
     method.epochs = budget.epochs               # so a method can turn "the first epoch" into a progress fraction
     method.to(device)
@@ -302,25 +362,33 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         optimizer.load_state_dict(state["optimizer"])
         history = History(**state["history"])
         start_step = state["step"]
-        torch.set_rng_state(state["cpu_rng"])
+        torch.set_rng_state(_own_rng_state(state["cpu_rng"]))
         if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"])
+            torch.cuda.set_rng_state(_own_rng_state(state["cuda_rng"]))
     elif eval_dataset is not None and main_process:
         history.baseline_knn_accuracy = knn_monitor(method.encoder, dataset, eval_dataset, budget, seed)
         history.knn_step.append(0), history.knn_epoch.append(0.0)
         history.knn_accuracy.append(history.baseline_knn_accuracy)
+    if monitors and not resume and main_process:
+        history.record_monitors(0, 0.0, run_monitors(monitors, method))
 
     def checkpoint(step: int) -> None:
-        if checkpoint_path is not None and main_process:
+        if checkpoint_path is None:
+            return
+        # Every process's random generator ([W, n]; each process draws its own augmentations).
+        cpu_rng = _all_rng_states(torch.get_rng_state(), device)
+        cuda_rng = _all_rng_states(torch.cuda.get_rng_state(), device) if device.type == "cuda" else None
+        if main_process:
             save_checkpoint(checkpoint_path, {
                 "format": CHECKPOINT_FORMAT, "method": method.name, "step": step, "total_steps": total_steps,
                 "model": method.state_dict(), "optimizer": optimizer.state_dict(), "history": history.to_dict(),
-                "cpu_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None})
+                "cpu_rng": cpu_rng, "cuda_rng": cuda_rng})
 
     end_step = total_steps if max_steps is None else min(total_steps, max_steps)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
+    if start_step == 0:
+        method.before_training(images)                     # e.g. InstDisc's memory bank (a resumed run has it)
     bar = tqdm(total=total_steps, initial=start_step, disable=not (progress and main_process), desc=method.name,
                unit="step")
     method.train()
@@ -362,16 +430,17 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{schedule[step - 1]:.3g}",
                         img_s=f"{history.images_per_second[-1]:.0f}")
 
-        end_of_epoch = step % steps_per_epoch == 0
-        finished = step == total_steps
-        if eval_dataset is not None and end_of_epoch and main_process:
-            epoch_done = step // steps_per_epoch
-            if finished or (budget.knn_every_epochs and epoch_done % budget.knn_every_epochs == 0):
-                accuracy = knn_monitor(method.encoder, dataset, eval_dataset, budget, seed)
-                method.train()
-                history.knn_step.append(step), history.knn_epoch.append(float(epoch_done))
-                history.knn_accuracy.append(accuracy)
-                bar.write(f"{method.name} epoch {epoch_done}: kNN top-1 {accuracy:.2%}")
+        epoch_done, finished = step // steps_per_epoch, step == total_steps
+        evaluation_due = main_process and step % steps_per_epoch == 0 and (
+            finished or (budget.knn_every_epochs and epoch_done % budget.knn_every_epochs == 0))
+        if eval_dataset is not None and evaluation_due:
+            accuracy = knn_monitor(method.encoder, dataset, eval_dataset, budget, seed)
+            method.train()
+            history.knn_step.append(step), history.knn_epoch.append(float(epoch_done))
+            history.knn_accuracy.append(accuracy)
+            bar.write(f"{method.name} epoch {epoch_done}: kNN top-1 {accuracy:.2%}")
+        if monitors and evaluation_due:
+            history.record_monitors(step, float(epoch_done), run_monitors(monitors, method))
         history.wall_seconds += time.perf_counter() - started
         started = time.perf_counter()
         if step % budget.checkpoint_every_steps == 0 or step == end_step:

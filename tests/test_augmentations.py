@@ -84,6 +84,38 @@ def test_hsv_known_colours_and_round_trip():
     torch.testing.assert_close(A.hsv_to_rgb(A.rgb_to_hsv(images)), images, atol=1e-6, rtol=0)
 
 
+def test_rgb_to_lab_of_reference_colours():
+    """CIE L*a*b* (D65) of sRGB colours as tabulated by B. Lindbloom's colour calculator (brucelindbloom.com)."""
+    colours = torch.tensor([[1, 1, 1], [0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]],
+                           dtype=torch.float32).view(5, 3, 1, 1)
+    expected = torch.tensor([[100, 0, 0], [0, 0, 0], [53.2408, 80.0925, 67.2032],
+                             [87.7347, -86.1827, 83.1793], [32.2970, 79.1875, -107.8602]])
+    torch.testing.assert_close(A.rgb_to_lab(colours).view(5, 3), expected, atol=2e-3, rtol=0)
+
+
+def test_rgb_to_lab_of_grey_by_hand():
+    """Grey 0.5 by hand: linear light ((0.5 + 0.055) / 1.055)^2.4 = Y (a grey has X/Xn = Y = Z/Zn),
+    so L = 116 Y^(1/3) - 16 and a = b = 0. A dark grey falls on the linear branch of f."""
+    for value in (0.5, 0.02):
+        linear = value / 12.92 if value <= 0.04045 else ((value + 0.055) / 1.055) ** 2.4
+        f = linear ** (1 / 3) if linear > (6 / 29) ** 3 else linear / (3 * (6 / 29) ** 2) + 4 / 29
+        lab = A.rgb_to_lab(torch.full((2, 3, 4, 5), value))
+        assert lab.shape == (2, 3, 4, 5)
+        torch.testing.assert_close(lab[:, 0], torch.full((2, 4, 5), 116 * f - 16), atol=1e-4, rtol=0)
+        torch.testing.assert_close(lab[:, 1:], torch.zeros(2, 2, 4, 5), atol=1e-4, rtol=0)
+
+
+def test_rgb_to_lab_extremes_are_the_ranges_of_the_cmc_code():
+    """The official CMC code normalises a by [-86.183, 98.233] and b by [-107.857, 94.478]: the
+    extremes of the sRGB gamut, reached at green / magenta and blue / yellow."""
+    grid = torch.linspace(0, 1, 11)
+    cube = torch.stack(torch.meshgrid(grid, grid, grid, indexing="ij")).reshape(1, 3, -1, 1)   # 1331 colours
+    lab = A.rgb_to_lab(cube)
+    for channel, low, high in [(1, -86.183, 98.233), (2, -107.857, 94.478)]:
+        assert abs(lab[0, channel].min().item() - low) < 5e-3 and abs(lab[0, channel].max().item() - high) < 5e-3
+    assert lab[0, 0].min().item() > -1e-4 and abs(lab[0, 0].max().item() - 100) < 1e-4
+
+
 def test_grayscale_matches_torchvision():
     images = random_images()
     torch.testing.assert_close(A.rgb_to_grayscale(images), TF.rgb_to_grayscale(images), atol=2e-4, rtol=0)
@@ -231,10 +263,69 @@ def test_blur_and_solarize_probability():
                                                                images[changed]))
 
 
+
+def test_erase_matches_torchvision_and_clips_boxes_at_the_border():
+    images = random_images(3, 10, 12)
+    boxes = torch.tensor([[2, 3, 4, 5], [-2, 9, 5, 6], [0, 0, 10, 12]])   # inside, past a corner, everything
+    ours = A.erase(images, boxes, fill=0.25)
+    clipped = [(2, 3, 4, 5), (0, 9, 3, 3), (0, 0, 10, 12)]                # the parts inside the image
+    reference = torch.stack([TF.erase(image, *box, torch.tensor(0.25)) for image, box in zip(images, clipped)])
+    torch.testing.assert_close(ours, reference)
+
+
+def _painted(original, out, fill=A.CUTOUT_FILL):
+    """Per image: the pixels that cutout painted (all channels changed to `fill`). [B, H, W] bool"""
+    return ((out == fill) & (original != fill)).all(dim=1)
+
+
+def test_cutout_paints_one_clipped_square_per_image():
+    images = random_images(500, 12, 12)
+    out = A.cutout(images, side=5, generator=seeded())
+    painted = _painted(images, out)                                       # [B, H, W]
+    assert torch.equal(out[~painted[:, None].expand_as(out)], images[~painted[:, None].expand_as(out)])
+    rows, columns = painted.any(dim=2), painted.any(dim=1)                # [B, H], [B, W]
+    # the painted pixels are exactly the rectangle rows x columns: one square, clipped at the border
+    assert torch.equal(painted, rows[:, :, None] & columns[:, None, :])
+    heights, widths = rows.sum(1), columns.sum(1)
+    assert heights.min() >= 1 and heights.max() == 5 and widths.max() == 5
+    touches_no_border = ~(rows[:, 0] | rows[:, -1] | columns[:, 0] | columns[:, -1])
+    assert touches_no_border.any() and (heights[touches_no_border] == 5).all()
+    # centres are uniform over the image: squares cut by the top and by the bottom are equally common
+    cut_top, cut_bottom = (rows[:, 0] & (heights < 5)).float().mean(), (rows[:, -1] & (heights < 5)).float().mean()
+    assert abs(cut_top - 2 / 12) < 0.06 and abs(cut_bottom - 2 / 12) < 0.06
+
+
+def test_cutout_probability():
+    images = random_images(1000, 8, 8)
+    changed = _painted(images, A.cutout(images, side=3, p=0.3, generator=seeded())).flatten(1).any(1)
+    assert abs(changed.float().mean() - 0.3) < binomial_tolerance(0.3, 1000)
+
+
+def test_rotate90_turns_each_image_by_90_180_or_270_degrees():
+    images = random_images(600, 9, 9)
+    out = A.rotate90(images, generator=seeded())
+    turns = torch.full((600,), -1)
+    for k in (0, 1, 2, 3):
+        reference = torch.stack([TF.rotate(image, 90.0 * k) for image in images])   # counter-clockwise
+        turns[(out == reference).flatten(1).all(1)] = k
+    assert (turns >= 1).all()                                             # never the identity, always a turn
+    counts = torch.bincount(turns, minlength=4)[1:].float() / 600
+    assert (abs(counts - 1 / 3) < binomial_tolerance(1 / 3, 600)).all()
+    kept = ((A.rotate90(images, p=0.25, generator=seeded(1)) == images).flatten(1).all(1)).float().mean()
+    assert abs(kept - 0.75) < binomial_tolerance(0.75, 600)
+
+
+def test_rotate90_and_cutout_check_their_input():
+    with pytest.raises(SSLMinimalError, match=r"square images \[B, 3, S, S\], got \[2, 3, 4, 6\]"):
+        A.rotate90(torch.rand(2, 3, 4, 6))
+    with pytest.raises(SSLMinimalError, match="side must be a positive int"):
+        A.cutout(torch.rand(2, 3, 4, 4), side=0)
+
 def test_ops_never_modify_their_input():
     images = random_images(32, 16, 16)
     original = images.clone()
-    for op in (A.horizontal_flip, A.color_jitter, A.random_grayscale, A.solarize, A.gaussian_blur):
+    for op in (A.horizontal_flip, A.color_jitter, A.random_grayscale, A.solarize, A.gaussian_blur,
+               A.cutout, A.rotate90):
         op(images, p=1.0)
     A.random_resized_crop(images, 8)
     A.recipe("byol_view2", 16)(images)
@@ -242,6 +333,7 @@ def test_ops_never_modify_their_input():
     for op in (A.adjust_brightness, A.adjust_contrast, A.adjust_saturation, A.adjust_hue):
         op(images, 0.3)
     A.blur(images, 1.0, 3)
+    A.erase(images, torch.tensor([[1, 1, 4, 4]]).expand(32, 4), 0.5)
     assert torch.equal(images, original)
 
 

@@ -79,3 +79,34 @@ def test_norm_options_for_the_collapse_lesson():
     assert any(isinstance(m, torch.nn.GroupNorm) for m in group.projector)
     with pytest.raises(SSLMinimalError, match="group_ws"):
         _model(norm="layer")
+
+
+def test_group_ws_starts_with_batch_norm_statistics_and_lars_on_every_parameter(tiny_dataset):
+    model = _model(norm="group_ws")
+    assert all(isinstance(m, torch.nn.Linear) and type(m).__name__ == "WSLinear"
+               for m in model.projector if isinstance(m, torch.nn.Linear))
+    assert len(model.parameter_groups()) == 1                       # biases and GN betas adapted by LARS too
+    assert bool(model.needs_initialisation)
+    images = tiny_dataset.images[:32]
+    torch.manual_seed(5)
+    model.training_step(images, torch.arange(32))                   # the first step initialises
+    assert not bool(model.needs_initialisation)
+    for online, target in zip(model.encoder.state_dict().values(), model.target_encoder.state_dict().values()):
+        assert torch.equal(online, target)                          # the target restarts as a copy
+    torch.manual_seed(5)
+    views = model.augment(images)                                   # the views the initialisation saw
+    outputs = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.clone()))   # ReLU works in place
+             for m in list(model.encoder.modules()) + list(model.projector) if isinstance(m, torch.nn.GroupNorm)]
+    with torch.no_grad():
+        model.projector(model.encoder(views))
+    for hook in hooks:
+        hook.remove()
+    assert len(outputs) == 5                                        # 4 conv blocks + the projector's hidden layer
+    for out in outputs:                                             # every channel: batch mean 0, std 1
+        dims = [0] + list(range(2, out.dim()))
+        assert torch.allclose(out.mean(dim=dims), torch.zeros(out.shape[1]), atol=1e-4)
+        assert torch.allclose(out.std(dim=dims), torch.ones(out.shape[1]), atol=1e-3)
+    before = [p.clone() for p in model.parameters()]
+    model.training_step(images, torch.arange(32))                   # later steps leave the init alone
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

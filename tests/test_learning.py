@@ -45,8 +45,10 @@ def test_invaspread_smoke_budget_beats_random_init_on_cifar10(cifar10_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known: at the smoke budget InstDisc's NCE loss blows up (fixed Z estimated "
-                   "from the first batch, m ~ n) and the kNN drops below random init; see BENCHMARKS.md")
 def test_instdisc_smoke_budget_beats_random_init_on_cifar10(cifar10_dir):
+    # Fails with a Z estimated once while the bank is random (loss 9 -> 2,700, kNN far below random init)
+    # and with the paper's random bank at this budget (the first epoch's positives are noise); see instdisc.py.
     history = _smoke_run("instdisc", cifar10_dir)
-    assert history.final_knn_accuracy > history.baseline_knn_accuracy + MARGIN
+    assert history.final_knn_accuracy > history.baseline_knn_accuracy + MARGIN, (
+        f"instdisc: kNN {history.final_knn_accuracy:.1%} after training vs {history.baseline_knn_accuracy:.1%} "
+        f"at random init")

@@ -89,3 +89,16 @@ def test_distillation_loss_is_minimised_by_the_teacher_distribution():
     teacher = torch.randn(4, 5)
     student = torch.randn(4, 5)
     assert losses.distillation_loss(teacher, teacher, 1.0) < losses.distillation_loss(student, teacher, 1.0)
+
+
+def test_info_nce_in_batch_is_info_nce_with_the_other_keys_of_the_batch_as_the_queue():
+    """MoCo's end-to-end dictionary (v1 Fig. 2a): the same Eq. 1, the negatives of query i are k_j, j != i."""
+    q, k = _unit(4, 6, seed=0), _unit(4, 6, seed=1)
+    tau = 0.07
+    per_query = [losses.info_nce(q[i:i + 1], k[i:i + 1], torch.cat([k[:i], k[i + 1:]]), tau) for i in range(4)]
+    assert torch.allclose(losses.info_nce_in_batch(q, k, tau), torch.stack(per_query).mean(), atol=1e-6)
+    expected = 0.0
+    for i in range(4):
+        scores = [math.exp(float(q[i] @ k[j]) / tau) for j in range(4)]
+        expected -= math.log(scores[i] / sum(scores))
+    assert math.isclose(losses.info_nce_in_batch(q, k, tau).item(), expected / 4, rel_tol=1e-5)

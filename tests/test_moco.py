@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import ssl_minimal
 from ssl_minimal import losses
@@ -102,5 +103,79 @@ def test_shuffled_bn_uses_sub_batch_statistics():
     assert torch.allclose(model.key(x), direct, atol=1e-5)
 
 
-def test_queue_is_capped_for_small_datasets(tiny_dataset):
-    assert len(ssl_minimal.build("moco_v1", dataset=tiny_dataset).queue) == len(tiny_dataset) // 2
+@pytest.mark.parametrize("name", ["moco_v1", "moco_v2"])
+def test_queue_is_capped_for_small_datasets(tiny_dataset, name):
+    """build(dataset=...) passes num_samples also to MoCoV2, whose constructor forwards **options to v1's."""
+    assert len(ssl_minimal.build(name, dataset=tiny_dataset).queue) == len(tiny_dataset) // 2
+
+
+# ----------------------------------------------------------------------------------------------
+# The three dictionaries of v1 Fig. 2 / 3, all with the same InfoNCE loss
+def test_unknown_dictionary_and_memory_bank_without_dataset_are_clear_errors():
+    with pytest.raises(ssl_minimal.SSLMinimalError, match="queue, end_to_end, memory_bank"):
+        ssl_minimal.build("moco_v1", dictionary="bank")
+    with pytest.raises(ssl_minimal.SSLMinimalError, match="num_samples"):
+        ssl_minimal.build("moco_v1", dictionary="memory_bank")
+
+
+def test_end_to_end_keys_come_from_the_query_encoder_with_gradient(tiny_dataset):
+    """Fig. 2a: no momentum encoder, no queue; k = f_q(x_k) and the loss back-propagates through k,
+    with the other keys of the batch as the negatives."""
+    torch.manual_seed(0)
+    model = ssl_minimal.build("moco_v1", dictionary="end_to_end")
+    assert not hasattr(model, "key_encoder") and not hasattr(model, "queue")
+    images = tiny_dataset.images[:8]
+
+    def gradients(loss):
+        model.zero_grad()
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.encoder.parameters()])
+
+    def recomputed(detach_keys):   # the same views and shuffles as the training step
+        torch.manual_seed(3)
+        x_q, x_k = model.augment(images), model.augment(images)
+        q = model.query(x_q)
+        k = F.normalize(model.shuffled_bn(x_k, model.encoder, model.head), dim=1)
+        return losses.info_nce_in_batch(q, k.detach() if detach_keys else k, model.temperature)
+
+    torch.manual_seed(3)
+    loss = model.training_step(images, torch.arange(8))
+    step_gradient = gradients(loss)
+    assert torch.allclose(loss, recomputed(detach_keys=False), atol=1e-5)
+    assert torch.allclose(step_gradient, gradients(recomputed(detach_keys=False)), atol=1e-6)
+    # With a stop-gradient on k (as in MoCo) the encoder would get only the query's share of the gradient.
+    query_only = gradients(recomputed(detach_keys=True))
+    assert (step_gradient - query_only).abs().max() > 1e-2 * step_gradient.abs().max()
+
+
+def test_memory_bank_step_uses_bank_rows_and_updates_them_by_the_instdisc_rule(tiny_dataset):
+    """Fig. 2b: the positive is the image's own bank row, the negatives are K rows drawn from the bank
+    (not the batch, not a queue); afterwards v_i <- normalize(0.5 v_i + 0.5 q_i) for the batch only."""
+    torch.manual_seed(0)
+    model = ssl_minimal.build("moco_v1", dataset=tiny_dataset, dictionary="memory_bank", queue_size=16)
+    assert model.num_negatives == 16 and not hasattr(model, "key_encoder")
+    images, indices = tiny_dataset.images[8:16], torch.arange(8, 16)
+    bank_before = model.memory_bank.bank.clone()
+    torch.manual_seed(7)
+    loss = model.training_step(images, indices)
+    loss.backward()
+    torch.manual_seed(7)
+    with torch.no_grad():
+        q = model.query(model.augment(images))
+        noise = model.memory_bank.sample_noise_indices(16)
+    assert torch.allclose(loss, losses.info_nce(q, bank_before[indices], bank_before[noise], model.temperature),
+                          atol=1e-5)
+    m = model.memory_bank.momentum
+    assert m == 0.5
+    expected = F.normalize(m * bank_before[indices] + (1 - m) * q, dim=1)
+    assert torch.allclose(model.memory_bank.bank[indices], expected, atol=1e-5)
+    untouched = torch.ones(len(tiny_dataset), dtype=torch.bool)
+    untouched[indices] = False
+    assert torch.equal(model.memory_bank.bank[untouched], bank_before[untouched])
+    assert not model.memory_bank.bank.requires_grad
+    assert model.encoder.backbone.layers[0][0].weight.grad is not None
+
+
+def test_memory_bank_negatives_are_capped_by_the_dataset(tiny_dataset):
+    model = ssl_minimal.build("moco_v1", dataset=tiny_dataset, dictionary="memory_bank")
+    assert model.num_negatives == len(tiny_dataset) - 1

@@ -7,18 +7,32 @@ from torch import nn
 
 from ssl_minimal.backbones import SmallConvNet, WSConv2d
 from ssl_minimal.checks import SSLMinimalError
-from ssl_minimal.heads import mlp
+from ssl_minimal.heads import WSLinear, mlp
 
 
 def test_mlp_norm_choices():
     assert isinstance(mlp([4, 64, 2])[1], nn.BatchNorm1d)
-    group = mlp([4, 64, 2], norm="group")
+    group = mlp([4, 4096, 2], norm="group")
     assert isinstance(group[1], nn.GroupNorm) and group[1].num_groups == 32
-    assert mlp([4, 48, 2], norm="group")[1].num_groups == 16                  # gcd(32, 48)
+    assert mlp([4, 64, 2], norm="group")[1].num_groups == 4                    # at least 16 channels per group
+    assert mlp([4, 48, 2], norm="group")[1].num_groups == 1                    # gcd(32, 48 // 16)
     assert [type(m) for m in mlp([4, 8, 2], norm="none")] == [nn.Linear, nn.ReLU, nn.Linear]
     assert [type(m) for m in mlp([4, 8, 2], batch_norm=False)] == [nn.Linear, nn.ReLU, nn.Linear]
-    with pytest.raises(SSLMinimalError, match="valid norms are: batch, group, none"):
+    ws = mlp([4, 64, 2], norm="group_ws")
+    assert [type(m) for m in ws] == [WSLinear, nn.GroupNorm, nn.ReLU, WSLinear]
+    with pytest.raises(SSLMinimalError, match="valid norms are: batch, group, group_ws, none"):
         mlp([4, 8, 2], norm="layer")
+
+
+def test_weight_standardised_linear_uses_rows_of_mean_zero_and_std_one_over_sqrt_fan_in():
+    torch.manual_seed(0)
+    linear = WSLinear(16, 3)
+    x = torch.randn(5, 16) + 2.0                       # inputs with a common positive mean
+    w = linear.weight
+    standardised = (w - w.mean(1, keepdim=True)) / (w.std(1, unbiased=False, keepdim=True) + 1e-5) / 4
+    assert torch.allclose(linear(x), F.linear(x, standardised, linear.bias), atol=1e-5)
+    shifted = linear(x + 10.0) - linear.bias           # zero-mean rows ignore a shift shared by all inputs
+    assert torch.allclose(shifted, linear(x) - linear.bias, atol=1e-3)
 
 
 def test_weight_standardised_conv_uses_filters_of_mean_zero_and_std_one():

@@ -1,9 +1,11 @@
 """SimCLR v2: 3-layer head, fine-tuning from the first head layer, distillation into a student."""
 
+import pytest
 import torch
 
 import ssl_minimal
 from ssl_minimal import fit
+from ssl_minimal.checks import SSLMinimalError
 from ssl_minimal.methods.simclr_v2 import Distill, FineTune
 
 
@@ -43,3 +45,26 @@ def test_fine_tune_and_distill_run_with_fit(tiny_dataset):
     fit(student, tiny_dataset, "smoke", epochs=1, batch_size=32, progress=False)
     assert len(history.loss) == 2
     assert all(torch.equal(a, b) for a, b in zip(teacher_before, tuned.classifier.parameters()))
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_fine_tuning_from_head_layer_k_keeps_exactly_the_first_k_head_layers(tiny_dataset, layer):
+    pretrained = ssl_minimal.build("simclr_v2")
+    head_linears = [m for m in pretrained.head if isinstance(m, torch.nn.Linear)]         # 3 layers
+    tuned = FineTune(pretrained, tiny_dataset.labels, num_classes=4, from_head_layer=layer)
+    kept = [m for m in tuned.classifier.head_layer if isinstance(m, torch.nn.Linear)]
+    assert len(kept) == layer and all(a is b for a, b in zip(kept, head_linears))
+    assert tuned.classifier.linear.in_features == (pretrained.encoder.output_dim if layer == 0 else
+                                                   head_linears[layer - 1].out_features)
+    tuned.training_step(tiny_dataset.images[:8], torch.arange(8)).backward()
+    assert [linear.weight.grad is not None for linear in head_linears] == [i < layer for i in range(3)]
+    student = Distill(tuned, num_classes=4)                       # the student mirrors the teacher's depth
+    assert sum(isinstance(m, torch.nn.Linear) for m in student.classifier.head_layer) == layer
+    assert student.classifier(torch.rand(4, 3, 32, 32)).shape == (4, 4)
+
+
+def test_fine_tuning_layer_out_of_range_is_reported(tiny_dataset):
+    with pytest.raises(SSLMinimalError, match=r"head layer 0 \(the encoder output\) up to 2 .* got 3"):
+        FineTune(ssl_minimal.build("simclr_v2"), tiny_dataset.labels, num_classes=4, from_head_layer=3)
+    with pytest.raises(SSLMinimalError, match=r"up to 0 .*'linear' head"):
+        FineTune(ssl_minimal.build("simclr_v1", projection="linear"), tiny_dataset.labels, 4, from_head_layer=1)

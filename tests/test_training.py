@@ -154,3 +154,49 @@ def test_fit_tells_the_method_how_many_epochs_the_run_has(tiny_dataset):
     assert model.epochs is None
     fit(model, tiny_dataset, "smoke", epochs=3, batch_size=32, max_steps=1, progress=False)
     assert model.epochs == 3
+
+
+def test_monitors_are_recorded_with_the_knn_monitor_and_survive_a_resume(tiny_dataset, tmp_path):
+    probe = tiny_dataset.images[:32]
+    calls = []
+
+    def noisy_count(method):                       # draws random numbers: must not change the training
+        calls.append(method.training)
+        return float(len(calls)) + 0 * torch.rand(1).item()
+
+    monitors = {"calls": noisy_count,
+                "z": lambda method: ssl_minimal.evaluate.collapse_diagnostics(
+                    ssl_minimal.evaluate.embeddings_of(method, probe))}
+    options = dict(epochs=3, batch_size=16, progress=False, seed=7, knn_every_epochs=2,
+                   eval_dataset=tiny_dataset, knn_train_samples=64, knn_test_samples=64)
+    plain = _instdisc(tiny_dataset)
+    fit(plain, tiny_dataset, "smoke", **options)
+    monitored = _instdisc(tiny_dataset)
+    history = fit(monitored, tiny_dataset, "smoke", monitors=monitors, **options)
+
+    assert history.monitor_step == history.knn_step == [0, 8, 12]      # before, every 2 epochs, at the end
+    assert history.monitor_epoch == [0.0, 2.0, 3.0]
+    assert history.monitors["calls"] == [1.0, 2.0, 3.0]
+    assert sorted(history.monitors) == ["calls", "z/effective_rank", "z/expected_std", "z/std"]
+    assert all(len(values) == 3 for values in history.monitors.values())
+    assert calls == [True, True, True]             # the method is back in train mode after each monitor
+    for (name, a), (_, b) in zip(plain.state_dict().items(), monitored.state_dict().items()):
+        assert torch.equal(a, b), name             # monitoring changed nothing in the training
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    calls.clear()
+    fit(_instdisc(tiny_dataset), tiny_dataset, "smoke", monitors=monitors, checkpoint_path=checkpoint,
+        max_steps=9, **options)                    # "crash" after the epoch-2 evaluation
+    resumed = fit(_instdisc(tiny_dataset), tiny_dataset, "smoke", monitors=monitors, checkpoint_path=checkpoint,
+                  resume=True, **options)
+    assert resumed.monitor_step == [0, 8, 12]
+    assert resumed.monitors["z/std"] == pytest.approx(history.monitors["z/std"])
+    assert resumed.monitors["calls"] == [1.0, 2.0, 3.0]
+
+
+def test_monitors_must_be_a_dict_of_functions(tiny_dataset):
+    model = _instdisc(tiny_dataset)
+    with pytest.raises(SSLMinimalError, match="monitors must be a dict"):
+        fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, progress=False, monitors=[len])
+    with pytest.raises(SSLMinimalError, match="monitors must be a dict"):
+        fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, progress=False, monitors={"x": 1.0})

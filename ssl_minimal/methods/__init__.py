@@ -2,6 +2,8 @@
 
 from .barlow_twins import BarlowTwins
 from .byol import BYOL
+from .cmc import CMC
+from .cpc import CPC
 from .instdisc import InstDisc
 from .invaspread import InvaSpread
 from .moco import MoCoV1, MoCoV2
@@ -13,6 +15,8 @@ from .swav import SwAV
 METHODS = {
     "instdisc": InstDisc,
     "invaspread": InvaSpread,
+    "cpc": CPC,
+    "cmc": CMC,
     "moco_v1": MoCoV1,
     "moco_v2": MoCoV2,
     "simclr_v1": SimCLR,

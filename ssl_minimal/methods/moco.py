@@ -14,12 +14,21 @@ The code follows the paper's Algorithm 1 line by line: two views -> q = f_q(x_q)
 (no gradient) -> logits [q.k+, q.queue] / tau -> cross-entropy with label 0 -> SGD step on f_q ->
 f_k <- m f_k + (1 - m) f_q -> enqueue k, dequeue the oldest.
 
+The paper's Fig. 2/3 ablation compares three dictionaries with the same InfoNCE loss, and so does
+`dictionary=`: "queue" (MoCo, Fig. 2c), "end_to_end" (Fig. 2a: keys from the query encoder itself,
+with gradient; the dictionary is the current batch, K = B - 1 negatives, as InvaSpread/SimCLR) and
+"memory_bank" (Fig. 2b: InstDisc's bank, one row per image moved towards the image's latest q with
+momentum; the positive is the image's own row, the negatives are K rows drawn at random).
+
 Shuffling BN (Sec. 3.3): with BatchNorm, the query and its positive key computed on the *same*
 batch can "cheat": the batch statistics leak information between samples, and the model finds a
 low loss by recognising the batch rather than the image. MoCo shuffles the batch across GPUs for
 the key encoder, so a query and its positive key are normalised with statistics of *different*
-sub-batches. On one device we do what it allows: the key encoder runs on `bn_groups` sub-batches of
-a random permutation of the batch (each with its own BN statistics), then the permutation is undone.
+sub-batches. `shuffled_bn` does it as the official code (`_batch_shuffle_ddp` / `_batch_unshuffle_ddp`):
+gather the key images of all processes, shuffle them with one permutation (rank 0's), let each
+process encode its share, gather the keys and undo the permutation. In one process the gathers
+are identities and `bn_groups` sub-batches of the shuffled batch stand in for the GPUs.
+(`sync_batch_norm=True` would give the key encoder global statistics and undo the point of the shuffle.)
 
 v2 (arXiv 2003.04297, Table 1): a 2-layer MLP head (2048-d hidden, ReLU), tau = 0.2, blur in the
 augmentation and a cosine learning-rate schedule (which `fit` always uses).
@@ -31,9 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import losses
+from .. import distributed, losses
+from ..checks import SSLMinimalError, unknown_name
 from ..heads import mlp
-from ..memory import Queue
+from ..memory import BANK_MOMENTUM, MemoryBank, Queue
 from ..method import Method
 from ..momentum import momentum_copy, momentum_update
 
@@ -42,8 +52,9 @@ TEMPERATURE_V1 = 0.07   # v1 Sec. 3.3: tau = 0.07 (as InstDisc)
 TEMPERATURE_V2 = 0.2    # v2 Table 1 / official code: tau = 0.2
 MOMENTUM = 0.999        # v1 Sec. 3.2 / 4.1: m = 0.999
 QUEUE_SIZE = 4096       # ours for CIFAR-sized runs (paper: K = 65536 for ImageNet; solo-learn's CIFAR config: 32768)
-BN_GROUPS = 4           # ours: sub-batches for the key encoder's BN (paper: 8 GPUs x 32 images)
+BN_GROUPS = 4           # ours, one process: sub-batches for the key encoder's BN (paper: 8 GPUs x 32 images)
 V2_HIDDEN_DIM = 2048    # v2: "a 2-layer MLP head (hidden layer 2048-d, with ReLU)"
+DICTIONARIES = ("queue", "end_to_end", "memory_bank")   # v1 Fig. 2 (c), (a), (b)
 
 
 class MoCoV1(Method):
@@ -54,18 +65,30 @@ class MoCoV1(Method):
 
     def __init__(self, temperature: float = TEMPERATURE_V1, queue_size: int = QUEUE_SIZE,
                  momentum_m: float = MOMENTUM, embedding_dim: int = EMBEDDING_DIM, bn_groups: int = BN_GROUPS,
-                 num_samples: int | None = None, **encoder_options):
+                 num_samples: int | None = None, dictionary: str = "queue",
+                 bank_momentum: float = BANK_MOMENTUM, **encoder_options):
         super().__init__(**encoder_options)
-        self.temperature, self.m, self.bn_groups = temperature, momentum_m, bn_groups
-        if num_samples is not None:
-            # Ours: a queue longer than about half the dataset holds older keys of the images of the
-            # current batch, i.e. their own positives as negatives.
-            queue_size = max(1, min(queue_size, num_samples // 2))
+        if dictionary not in DICTIONARIES:
+            raise unknown_name("dictionary", dictionary, DICTIONARIES)
+        self.temperature, self.m, self.bn_groups, self.dictionary = temperature, momentum_m, bn_groups, dictionary
         self.head = self.build_head(self.encoder.output_dim, embedding_dim)
-        # f_k starts as a copy of f_q and never gets gradients (Algorithm 1: f_k.params = f_q.params).
-        self.key_encoder = momentum_copy(self.encoder)
-        self.key_head = momentum_copy(self.head)
-        self.queue = Queue(queue_size, embedding_dim)     # [K, C] buffer: no gradient, saved in checkpoints
+        if dictionary == "queue":
+            if num_samples is not None:
+                # Ours: with K <= n keys, a fraction 0.5 (K/n)^2 of the queries find their own key of the
+                # previous epoch (a stale positive) among the negatives: 12.5% at K = n/2, 50% at K = n
+                # (ImageNet, K = 65536: 0.13%). Notebook 05 simulates it.
+                queue_size = max(1, min(queue_size, num_samples // 2))
+            # f_k starts as a copy of f_q and never gets gradients (Algorithm 1: f_k.params = f_q.params).
+            self.key_encoder = momentum_copy(self.encoder)
+            self.key_head = momentum_copy(self.head)
+            self.queue = Queue(queue_size, embedding_dim)     # [K, C] buffer: no gradient, saved in checkpoints
+        elif dictionary == "memory_bank":
+            if num_samples is None:
+                raise SSLMinimalError("dictionary='memory_bank' needs num_samples (one bank row per training "
+                                      "image; build(..., dataset=train) fills it in), got None")
+            self.num_negatives = min(queue_size, num_samples - 1)     # K rows drawn per step
+            self.memory_bank = MemoryBank(num_samples, embedding_dim, bank_momentum)   # [n, C] buffer
+        # "end_to_end" keeps no state: the dictionary is the batch itself.
 
     def build_head(self, in_dim: int, out_dim: int) -> nn.Module:
         return nn.Linear(in_dim, out_dim)                 # v1: one 128-d linear layer
@@ -74,28 +97,56 @@ class MoCoV1(Method):
         """q = normalize(f_q(x_q)): [B, C]."""
         return F.normalize(self.head(self.encoder(x)), dim=1)
 
+    def shuffled_bn(self, x: torch.Tensor, encoder: nn.Module, head: nn.Module) -> torch.Tensor:
+        """head(encoder(x)) with shuffling BN (Sec. 3.3): [B, C], row i belongs to image i.
+
+        As the official code (`_batch_shuffle_ddp` / `_batch_unshuffle_ddp`): gather the images of all
+        processes, shuffle them with one permutation (rank 0's), encode this process's share, gather
+        the outputs and undo the permutation. In one process the gathers are identities and
+        `bn_groups` sub-batches of the shuffled batch stand in for the GPUs."""
+        x_all = distributed.gather(x)                                            # [W*B, 3, H, W], all processes
+        permutation = distributed.broadcast(torch.randperm(x_all.shape[0], device=x.device))   # rank 0's
+        shuffled = distributed.local_slice(x_all[permutation])                   # this process's share, [B, ...]
+        # Each sub-batch gets its own BatchNorm statistics: one per GPU, or bn_groups in one process.
+        groups = 1 if distributed.is_distributed() else self.bn_groups
+        out = torch.cat([head(encoder(chunk)) for chunk in shuffled.chunk(groups)])
+        out = distributed.gather_with_gradient(out)                              # [W*B, C], shuffled order
+        unshuffled = torch.empty_like(out)
+        unshuffled[permutation] = out                                            # undo the shuffle
+        return distributed.local_slice(unshuffled)                               # this process's images, [B, C]
+
     @torch.no_grad()  # the stop-gradient of Algorithm 1: k = f_k.forward(x_k).detach()
     def key(self, x: torch.Tensor) -> torch.Tensor:
-        """k = normalize(f_k(x_k)) with shuffled BN: [B, C], row i is the key of image i."""
-        permutation = torch.randperm(x.shape[0], device=x.device)
-        shuffled = x[permutation]
-        # Each sub-batch gets its own BatchNorm statistics, like one GPU's share of the batch.
-        keys = torch.cat([self.key_head(self.key_encoder(chunk))
-                          for chunk in shuffled.chunk(self.bn_groups)])          # [B, C], shuffled order
-        unshuffled = torch.empty_like(keys)
-        unshuffled[permutation] = keys                                           # undo the shuffle
-        return F.normalize(unshuffled, dim=1)
+        """k = normalize(f_k(x_k)) with shuffling BN: [B, C], row i is the key of image i."""
+        return F.normalize(self.shuffled_bn(x, self.key_encoder, self.key_head), dim=1)
 
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        if self.dictionary == "memory_bank":
+            return self.memory_bank_step(images, indices)
         x_q, x_k = self.augment(images), self.augment(images)    # two random views, [B, 3, H, W]
         q = self.query(x_q)                                      # [B, C]
+        if self.dictionary == "end_to_end":
+            # Fig. 2a: the keys come from the query encoder itself, WITH gradient (no .detach()).
+            k = F.normalize(self.shuffled_bn(x_k, self.encoder, self.head), dim=1)   # [B, C]
+            return losses.info_nce_in_batch(q, k, self.temperature)  # Eq. 1, negatives: the other B - 1 keys
         k = self.key(x_k)                                        # [B, C], no gradient
         loss = losses.info_nce(q, k, self.queue.keys.clone(), self.temperature)   # Eq. 1
         self.queue.enqueue(k)                                    # enqueue k, dequeue the oldest
         return loss
 
+    def memory_bank_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Fig. 2b: one view; the positive key is the image's own bank row v_i, the negatives are K rows
+        drawn uniformly; then v_i <- normalize(m_bank v_i + (1 - m_bank) q_i) (InstDisc's rule)."""
+        q = self.query(self.augment(images))                                     # [B, C]
+        bank = self.memory_bank.bank                                             # [n, C] buffer, no gradient
+        negatives = bank[self.memory_bank.sample_noise_indices(self.num_negatives)]     # [K, C]
+        loss = losses.info_nce(q, bank[indices], negatives, self.temperature)   # Eq. 1, same loss
+        self.memory_bank.update(indices, q.detach())        # rows written by today's encoder, read later
+        return loss
+
     def after_optimizer_step(self, progress: float) -> None:
-        self.momentum_update_key_encoder()
+        if self.dictionary == "queue":
+            self.momentum_update_key_encoder()
 
     @torch.no_grad()
     def momentum_update_key_encoder(self) -> None:

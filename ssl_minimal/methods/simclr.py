@@ -10,6 +10,9 @@ large batches / long training (Fig. 9).
 
 The code follows Algorithm 1: x -> two views -> h = f(x) -> z = g(h) -> NT-Xent(z_1, z_2).
 The head is discarded after training: evaluation uses h (`self.encoder`), as in the paper.
+Several processes: the negatives come from the global batch (`distributed.gather_with_gradient`)
+and the paper's "Global BN" (Sec. 2.2: BN mean and variance aggregated over all devices, so that
+positives cannot be told apart by per-device statistics) is `fit(..., sync_batch_norm=True)`.
 Hyper-parameters: LARS, lr = 0.3 x BatchSize / 256 (Sec. B.1), weight decay 1e-6, tau = 0.5 on
 CIFAR-10 (Appendix B.9), 128-d output of a 2-layer MLP whose hidden size is the feature size.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import losses
+from .. import distributed, losses
 from ..checks import unknown_name
 from ..heads import mlp
 from ..method import Method
@@ -55,4 +58,7 @@ class SimCLR(Method):
         x1, x2 = self.augment(images), self.augment(images)    # t ~ T, t' ~ T: [B, 3, H, W] each
         h = self.encoder(torch.cat([x1, x2]))                  # representations, [2B, D]
         z1, z2 = self.head(h).chunk(2)                         # projections, [B, 128] each
-        return losses.nt_xent(z1, z2, self.temperature)        # Eq. 1, over the 2B views
+        # Several processes: the negatives are the 2N views of the whole global batch (Sec. 2.2,
+        # "Training with large batch size"); a no-op in one process.
+        z1, z2 = distributed.gather_with_gradient(z1), distributed.gather_with_gradient(z2)   # [N = W*B, 128]
+        return losses.nt_xent(z1, z2, self.temperature)        # Eq. 1, over the 2N views

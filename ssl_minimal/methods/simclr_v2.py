@@ -24,10 +24,13 @@ import torch
 from torch import nn
 
 from .. import losses
+from ..checks import SSLMinimalError
+from ..heads import mlp
 from ..method import Method
 from .simclr import SimCLR
 
 DISTILLATION_TEMPERATURE = 1.0   # Sec. 2.3 / Appendix: tau = 1 for distillation
+FINE_TUNE_FROM_LAYER = 1         # Sec. 2.2: fine-tune from the 1st layer of the 3-layer projection head
 
 
 class SimCLRv2(SimCLR):
@@ -36,7 +39,7 @@ class SimCLRv2(SimCLR):
 
 
 class Classifier(nn.Module):
-    """Encoder -> (first projection-head layer) -> Linear(num_classes). Takes images, returns logits."""
+    """Encoder -> (the first projection-head layers) -> Linear(num_classes). Takes images, returns logits."""
 
     def __init__(self, encoder: nn.Module, head_layer: nn.Module, feature_dim: int, num_classes: int):
         super().__init__()
@@ -47,19 +50,28 @@ class Classifier(nn.Module):
         return self.linear(self.head_layer(self.encoder(images)))      # [B, num_classes]
 
 
-def first_head_layer(model: SimCLR) -> tuple[nn.Module, int]:
-    """The first Linear -> BN -> ReLU block of a SimCLR(v2) MLP head, and its output size."""
-    layers = list(model.head.children())
-    linear = layers[0]
-    return nn.Sequential(*layers[:3]), linear.out_features
+def head_layers_up_to(model: SimCLR, layer: int) -> tuple[nn.Module, int]:
+    """The first `layer` Linear -> BN -> ReLU blocks of a SimCLR(v2) MLP head and their output size.
+    layer 0 is the encoder output h (SimCLR v1's choice: the whole head is dropped), 1 the first
+    hidden layer of the head (SimCLR v2's choice), up to head_layers - 1 (the last hidden layer)."""
+    hidden_layers = model.head_layers - 1 if model.projection == "mlp" else 0
+    if not (isinstance(layer, int) and 0 <= layer <= hidden_layers):
+        raise SSLMinimalError(f"fine-tuning can start from head layer 0 (the encoder output) up to "
+                              f"{hidden_layers} (the last hidden layer of this {model.projection!r} head), "
+                              f"got {layer!r}")
+    blocks = list(model.head.children())[:3 * layer]                   # 3 modules per block
+    width = blocks[-3].out_features if layer else model.encoder.output_dim
+    return nn.Sequential(*blocks), width
 
 
 class FineTune(Method):
     """Supervised fine-tuning of a pretrained SimCLR v2 model from the first head layer (Sec. 2.2).
 
     `labels` are the labels of the (small) dataset given to `fit`, indexed by the `indices` that
-    `fit` passes. Augmentation: random crop + flip only (Appendix B: fine-tuning "with random crops
-    and horizontal flips"). Optimiser: the paper uses LARS with batch 1024; ours is SGD, lr 0.05.
+    `fit` passes. `from_head_layer`: 0 fine-tunes from the encoder output h (SimCLR v1), 1 from the
+    first head layer (the paper's choice), 2 from the second (its projection-head ablation compares them).
+    Augmentation: random crop + flip only (Appendix B: fine-tuning "with random crops and
+    horizontal flips"). Optimiser: the paper uses LARS with batch 1024; ours is SGD, lr 0.05.
     """
     name = "simclr_v2_finetune"
     optimizer = "sgd"
@@ -67,9 +79,11 @@ class FineTune(Method):
     weight_decay = 0.0       # Appendix B: no weight decay for fine-tuning
     augmentation = "minimal"
 
-    def __init__(self, pretrained: SimCLR, labels: torch.Tensor, num_classes: int, image_size: int = 32):
+    def __init__(self, pretrained: SimCLR, labels: torch.Tensor, num_classes: int, image_size: int = 32,
+                 from_head_layer: int = FINE_TUNE_FROM_LAYER):
         super().__init__(image_size=image_size)
-        head_layer, width = first_head_layer(pretrained)
+        head_layer, width = head_layers_up_to(pretrained, from_head_layer)
+        self.from_head_layer = from_head_layer
         self.encoder = pretrained.encoder            # the network keeps learning (full fine-tuning)
         self.classifier = Classifier(self.encoder, head_layer, width, num_classes)
         self.register_buffer("labels", labels.clone().long())
@@ -93,8 +107,9 @@ class Distill(Method):
         super().__init__(backbone=backbone, image_size=image_size, **encoder_options)
         self.temperature = temperature
         width = teacher.classifier.linear.in_features
-        head_layer = nn.Sequential(nn.Linear(self.encoder.output_dim, width, bias=False),
-                                   nn.BatchNorm1d(width), nn.ReLU(inplace=True))
+        # The student mirrors the teacher: as many fresh Linear -> BN -> ReLU blocks as the teacher kept
+        # of its head (mlp's last, plain Linear is dropped; 0 blocks when it fine-tuned from h).
+        head_layer = mlp([self.encoder.output_dim] + [width] * teacher.from_head_layer + [num_classes])[:-1]
         self.classifier = Classifier(self.encoder, head_layer, width, num_classes)
         self.teacher = teacher.classifier
         for parameter in self.teacher.parameters():

@@ -18,10 +18,15 @@ Multi-crop (Sec. 3.2): 2 global crops (scale 0.14-1) + 6 local crops at half the
 0.05-0.14), codes from the global crops only. Prototypes: normalised after every step and frozen
 during the first epoch (Appendix A). Small batches: a queue of past embeddings joins the batch in
 Sinkhorn (Sec. 4 / Appendix A) so that K prototypes can be partitioned over more than B samples.
+Several processes: Sinkhorn partitions the *global* batch (losses.sinkhorn sums over processes).
+Our queue holds the same rows on every process (it is filled with the global batch), so each
+process adds only its share of the queue rows: the global Sinkhorn sees every row exactly once,
+as the official code's per-GPU queues of length queue_length / world_size do.
 Paper values: projector 2048 -> 128, temperature 0.1, epsilon 0.05, 3 iterations, LARS, weight
 decay 1e-6; lr 0.6 for batch 256 (the authors' batch-256 configuration, github.com/facebookresearch/swav).
 Our choice: K = 100 prototypes for CIFAR-10 (the paper uses 3000 on ImageNet).
-`equal_partition=False` replaces Sinkhorn by a plain softmax (the collapse lesson).
+`equal_partition=False` replaces Sinkhorn by a plain softmax (the collapse lesson, where
+`prototype_usage` counts how many images pick each prototype).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import augmentations, losses
+from .. import augmentations, distributed, evaluate, losses
 from ..heads import mlp
 from ..memory import Queue
 from ..method import Method
@@ -83,7 +88,8 @@ class SwAV(Method):
         """Codes q [B, K] of one global view: Sinkhorn over the batch (+ queue), or plain softmax."""
         batch_size, scores = scores.shape[0], scores.float()   # Sinkhorn in float32 even under autocast
         if self.queues is not None and self.queued >= len(self.queues[view]):
-            scores = torch.cat([scores, self.queues[view].keys @ self.prototypes.weight.t()])   # [B + Q, K]
+            queued = distributed.local_slice(self.queues[view].keys)                # this process's share [Q / W, 128]
+            scores = torch.cat([scores, queued @ self.prototypes.weight.t()])        # [B + Q / W, K]
         if self.queues is not None:
             self.queues[view].enqueue(z)
         if not self.equal_partition:   # ablation: no equal-partition constraint
@@ -101,7 +107,7 @@ class SwAV(Method):
         scores = [self.prototypes(z_v) for z_v in z]                           # z^T C, [B, K] each
         codes = [self.codes(scores[v].detach(), v, z[v].detach()) for v in range(2)]   # no gradient
         if self.queues is not None:
-            self.queued += batch_size
+            self.queued += batch_size * distributed.world_size()   # enqueue adds every process's rows
         return losses.swav_loss(scores, codes, self.temperature)
 
     @property
@@ -115,3 +121,11 @@ class SwAV(Method):
 
     def after_optimizer_step(self, progress: float) -> None:
         self.normalize_prototypes()
+
+    def prototype_usage(self, images: torch.Tensor) -> torch.Tensor:
+        """How many of `images` (uint8 [N, 3, H, W]) have each prototype as their best match, in eval
+        mode: counts [K]. Collapse without the equal partition shows as one prototype taking all N."""
+        z = F.normalize(evaluate.embeddings_of(self, images), dim=1).to(self.prototypes.weight.device)  # [N, 128]
+        with torch.no_grad():
+            best = self.prototypes(z).argmax(dim=1)                            # [N]
+        return torch.bincount(best, minlength=self.prototypes.out_features).cpu()   # [K]

@@ -8,9 +8,7 @@ normalisation fails with a hint.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from typing import NamedTuple
 from pathlib import Path
 
 import torch
@@ -18,21 +16,9 @@ import torch.nn.functional as F
 
 from ssl_minimal import losses
 
-
-class Check(NamedTuple):
-    name: str
-    passed: bool
-    message: str = ""
-
-
-def _close(answer, expected, what: str) -> str:
-    if not isinstance(answer, torch.Tensor):
-        return f"{what}: expected a tensor, got {type(answer).__name__}"
-    if answer.shape != expected.shape:
-        return f"{what}: expected shape {list(expected.shape)}, got {list(answer.shape)}"
-    if not torch.allclose(answer.double(), expected.double(), rtol=1e-4, atol=1e-5):
-        return f"{what}: expected {expected.flatten()[:3].tolist()}..., got {answer.flatten()[:3].tolist()}..."
-    return ""
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # course/assignments: the shared grading code
+from grading import Check, close as _close, load_student as _load_student, main  # noqa: E402
+from grading import grade as _grade  # noqa: E402
 
 
 def _check_memory_bank_update(student) -> str:
@@ -102,28 +88,12 @@ CHECKS = {
 
 def grade(module) -> list[Check]:
     """Run every check on `module`; an exception inside the student's code counts as a failed check."""
-    results = []
-    for name, check in CHECKS.items():
-        try:
-            message = check(module)
-        except NotImplementedError:
-            message = "not implemented yet"
-        except Exception as error:                       # the student's code crashed: report, don't stop
-            message = f"raised {type(error).__name__}: {error}"
-        results.append(Check(name, not message, message))
-    return results
+    return _grade(module, CHECKS)
 
 
 def load_student(path: str | Path = Path(__file__).with_name("student.py")):
-    spec = importlib.util.spec_from_file_location("student", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_student(path)
 
 
 if __name__ == "__main__":
-    results = grade(load_student(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("student.py")))
-    for result in results:
-        print(f"{'PASS' if result.passed else 'FAIL'}  {result.name}" + ("" if result.passed else f": {result.message}"))
-    print(f"score: {sum(r.passed for r in results)}/{len(results)}")
-    sys.exit(0 if all(r.passed for r in results) else 1)
+    main(CHECKS, Path(__file__).with_name("student.py"))
