@@ -15,12 +15,15 @@ import inspect
 
 import torch
 
-from . import augmentations, data, distributed, evaluate, losses, visualize
+from . import allocator, augmentations, data, distributed, evaluate, losses, visualize
 from .checks import SSLMinimalError, unknown_name
 from .methods import METHODS as _METHOD_CLASSES
 from .training import BUDGETS, Budget, History, fit, get_budget
 
 __version__ = "0.1.0"
+
+if allocator.malloc_tuning_wanted():      # CPU speed: reuse freed memory (see ssl_minimal/allocator.py)
+    allocator.keep_freed_memory()
 
 METHODS: tuple[str, ...] = tuple(_METHOD_CLASSES)   # lower-case names in course order
 
