@@ -3,6 +3,7 @@
     SSL_DATA_DIR=/work/shared/data python benchmarks/train_methods.py                 # all methods, cpu, CIFAR-10
     python benchmarks/train_methods.py instdisc invaspread --budget cpu --dataset cifar10
     python benchmarks/train_methods.py instdisc --budget smoke --dataset shapes --output runs/bench
+    python benchmarks/train_methods.py swav --option epsilon=0.02 --option optimizer=sgd --learning-rate 0.05
 
 For each method: build it (seeded), measure kNN top-1 (k=200, tau=0.1) of the randomly initialised
 encoder, train it with `fit` at the budget on the budget's class-balanced training subset, and
@@ -14,6 +15,7 @@ Prints one markdown table row per method and writes OUTPUT/results.json and OUTP
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import datetime
 import json
@@ -37,13 +39,41 @@ def full_knn(encoder: torch.nn.Module, train, test) -> float:
     return evaluate.knn_accuracy(bank, train.labels, queries, test.labels, k=min(KNN_K, len(train)))
 
 
-def run_method(name: str, dataset: str, budget, seed: int, data_dir: str | None) -> dict:
+def parse_options(pairs: list[str]) -> dict:
+    """["epsilon=0.02", "optimizer=sgd"] -> {"epsilon": 0.02, "optimizer": "sgd"} (Python literals, else strings)."""
+    options = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--option takes NAME=VALUE (e.g. epsilon=0.02), got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return options
+
+
+def build_with_options(name: str, train_set, backbone: str, options: dict):
+    """Build the method; options its constructor takes go to it, the others must be class-level
+    hyper-parameters that fit reads (optimizer, learning_rate, weight_decay, augmentation)."""
+    method_class = ssl_minimal.methods.METHODS[name]
+    constructor = {k: v for k, v in options.items() if ssl_minimal._accepts(method_class, k)}
+    model = ssl_minimal.build(name, dataset=train_set, backbone=backbone, **constructor)
+    for key, value in options.items():
+        if key not in constructor:
+            if not hasattr(type(model), key):
+                raise SystemExit(f"{name} has no constructor option or class attribute {key!r}")
+            setattr(model, key, value)
+    return model
+
+
+def run_method(name: str, dataset: str, budget, seed: int, data_dir: str | None, options: dict | None = None) -> dict:
     train_set = ssl_minimal.data.load(dataset, "train", data_dir=data_dir)
     if budget.train_samples is not None and budget.train_samples < len(train_set):
         train_set = train_set.subset(budget.train_samples, seed=seed)
     test_set = ssl_minimal.data.load(dataset, "test", data_dir=data_dir)
     torch.manual_seed(seed)
-    model = ssl_minimal.build(name, dataset=train_set, backbone=budget.backbone)
+    model = build_with_options(name, train_set, budget.backbone, options or {})
     before = full_knn(copy.deepcopy(model.encoder), train_set, test_set)
     started = time.perf_counter()
     history = fit(model, train_set, budget, eval_dataset=test_set, seed=seed, progress=False)
@@ -55,7 +85,8 @@ def run_method(name: str, dataset: str, budget, seed: int, data_dir: str | None)
             "test_samples": len(test_set), "knn_before": before, "knn_after": after,
             "monitor_knn": history.knn_accuracy, "train_seconds": history.wall_seconds,
             "wall_seconds": wall, "images_per_second": images / history.wall_seconds,
-            "final_loss": history.loss[-1], "seed": seed, "threads": torch.get_num_threads()}
+            "final_loss": history.loss[-1], "seed": seed, "threads": torch.get_num_threads(),
+            "options": options or {}, "learning_rate": budget.learning_rate}
 
 
 def markdown_row(r: dict) -> str:
@@ -77,17 +108,23 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="default: $SSL_DATA_DIR")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train-samples", type=int, default=None)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="the learning rate for the budget's batch size, instead of each method's own scaled by batch / 256")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a constructor option or class hyper-parameter of the methods, e.g. epsilon=0.02")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="runs/benchmarks")
     args = parser.parse_args()
-    budget = get_budget(args.budget, epochs=args.epochs, train_samples=args.train_samples)
+    budget = get_budget(args.budget, epochs=args.epochs, train_samples=args.train_samples,
+                        learning_rate=args.learning_rate)
+    options = parse_options(args.option)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads\n{HEADER}", flush=True)
     results = []
     for name in args.methods:
-        results.append(run_method(name, args.dataset, budget, args.seed, args.data_dir))
+        results.append(run_method(name, args.dataset, budget, args.seed, args.data_dir, options))
         print(markdown_row(results[-1]), flush=True)
         (output / "results.json").write_text(json.dumps(results, indent=1))
         (output / "results.md").write_text("\n".join([HEADER] + [markdown_row(r) for r in results]) + "\n")
