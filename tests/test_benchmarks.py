@@ -30,6 +30,7 @@ def load_script(name: str):
 
 compare = load_script("compare_lightly")
 throughput = load_script("augmentation_throughput")
+train_methods = load_script("train_methods")
 
 
 def encoders_of(model):
@@ -109,6 +110,18 @@ def test_peak_rss_can_be_reset_before_training():
     del block
     compare.reset_peak_rss()
     assert compare.peak_rss_mib() < high - 150
+
+
+def test_train_methods_options_reach_the_constructor_or_the_class_hyper_parameters(tiny_dataset):
+    options = train_methods.parse_options(["epsilon=0.02", "optimizer=sgd", "num_local_crops=2"])
+    assert options == {"epsilon": 0.02, "optimizer": "sgd", "num_local_crops": 2}
+    model = train_methods.build_with_options("swav", tiny_dataset, "small_convnet", options)
+    assert model.epsilon == 0.02 and model.optimizer == "sgd" and model.num_local_crops == 2
+    assert type(model).optimizer == "lars"               # the class (the paper's default) is untouched
+    with pytest.raises(SystemExit, match="no constructor option or class attribute 'bogus'"):
+        train_methods.build_with_options("swav", tiny_dataset, "small_convnet", {"bogus": 1})
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        train_methods.parse_options(["epsilon"])
 
 
 def test_throughput_benchmark_uses_the_recipe_parameters():
