@@ -209,7 +209,9 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
 def reset_peak_rss() -> bool:
     """Restart the peak-RSS count of this process from its current RSS (Linux >= 4.0: writing 5 to
     /proc/self/clear_refs resets the high-water mark that ru_maxrss reports), so that the peak
-    measures training, not loading the data set. False where that is not possible."""
+    measures training, not loading the data set. Memory freed earlier but kept by malloc for reuse
+    (ssl_minimal.allocator) is given back first, so that it does not count. False where that is not possible."""
+    ssl_minimal.allocator.release_freed_memory()
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True

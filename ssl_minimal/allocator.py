@@ -13,7 +13,8 @@ blocks stay in the process and are reused. The price: the process keeps its peak
 it exits. PyTorch's CPU performance guide gives the same advice in another form (preload jemalloc
 or tcmalloc). It is applied once when ssl_minimal is imported on Linux with glibc; set the
 environment variable SSL_MALLOC_TUNING=0 before starting Python to leave malloc alone. Other
-platforms (macOS, Windows, musl) are left as they are.
+platforms (macOS, Windows, musl) are left as they are. `release_freed_memory()` hands the kept
+memory back on demand (e.g. before measuring a peak).
 """
 
 from __future__ import annotations
@@ -53,3 +54,15 @@ def keep_freed_memory() -> bool:
     mmap_set = libc.mallopt(M_MMAP_THRESHOLD, THRESHOLD_BYTES) or libc.mallopt(M_MMAP_THRESHOLD, FALLBACK_MMAP_BYTES)
     _applied = bool(mmap_set) and bool(libc.mallopt(M_TRIM_THRESHOLD, THRESHOLD_BYTES))
     return _applied
+
+
+def release_freed_memory() -> bool:
+    """Give the freed memory malloc keeps back to the operating system now (glibc `malloc_trim(0)`),
+    e.g. before measuring the peak memory of the next job. False on a C library other than glibc."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
