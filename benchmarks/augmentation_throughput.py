@@ -17,8 +17,11 @@ float in [0, 1], collected into batches [B, 3, 32, 32].
 
 Two settings, both reported:
 * 1 core: ssl_minimal with 1 torch thread; the DataLoader with num_workers=0 (in this process).
-* N cores (--cores, default: the CPU cores this process may use): ssl_minimal with N torch threads;
-  the DataLoader with N worker processes (persistent, started and warmed up before timing).
+* N cores (--cores, default: the CPU cores this process may use), two ways for ssl_minimal against
+  the DataLoader with N worker processes (persistent, started and warmed up before timing):
+  "N threads": each batch goes through the recipe with N torch intra-op threads;
+  "N batch threads": `augmentations.augment_batches(..., threads=N)`, N Python threads that each
+  augment whole batches with one torch thread, as the DataLoader's workers each make whole batches.
 The same images are used by both sides (real CIFAR-10 when `data.load("cifar10")` finds it, else
 random pixels). Each side is timed --rounds times, alternating, every timing a full pass over the
 images (ssl_minimal repeats its pass --repeats times inside one timing, so that both timings last
@@ -99,6 +102,16 @@ def time_ours(images: torch.Tensor, batch_size: int, threads: int, repeats: int)
     return (time.perf_counter() - start) / repeats, (time.process_time() - start_cpu) / repeats
 
 
+def time_batch_threads(images: torch.Tensor, batch_size: int, threads: int, repeats: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per pass for the recipe over every image with augment_batches(threads=...)."""
+    augment = augmentations.recipe("simclr", IMAGE_SIZE, strength=RECIPE_STRENGTH)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    for repeat in range(repeats):
+        for _ in augmentations.augment_batches(augment, images, batch_size, threads=threads, seed=repeat):
+            pass
+    return (time.perf_counter() - start) / repeats, (time.process_time() - start_cpu) / repeats
+
+
 def time_loader(loader: torch.utils.data.DataLoader) -> tuple[float, float]:
     """(wall, CPU of this process) seconds for one pass of a DataLoader (its batches of views)."""
     start, start_cpu = time.perf_counter(), time.process_time()
@@ -115,14 +128,20 @@ def measure(images: torch.Tensor, batch_size: int, cores: int, rounds: int, repe
                                          num_workers=workers, persistent_workers=workers > 0)
     time_ours(images[:2 * batch_size], batch_size, cores, 1)        # warm-up (thread pool, allocator)
     time_loader(loader)                                              # warm-up (starts the workers)
-    ours, theirs = [], []
+    if cores > 1:
+        time_batch_threads(images[:4 * batch_size], batch_size, cores, 1)   # warm-up
+    ours, batch_threads, theirs = [], [], []
     for _ in range(rounds):
         ours.append(time_ours(images, batch_size, cores, repeats))
+        if cores > 1:
+            batch_threads.append(time_batch_threads(images, batch_size, cores, repeats))
         torch.set_num_threads(cores)
         theirs.append(time_loader(loader))
     del loader
     n = len(images)
     return {"cores": cores, "workers": workers,
+            "batch_threads_best": n / min(w for w, _ in batch_threads) if batch_threads else None,
+            "batch_threads_median": n / statistics.median(w for w, _ in batch_threads) if batch_threads else None,
             "ours_best": n / min(w for w, _ in ours), "ours_median": n / statistics.median(w for w, _ in ours),
             "theirs_best": n / min(w for w, _ in theirs), "theirs_median": n / statistics.median(w for w, _ in theirs),
             "ours_per_cpu_second": n / min(c for _, c in ours),
@@ -144,14 +163,20 @@ HEADER = ("| date | machine | load avg (1 min) | torch / torchvision | data | ba
           "views per CPU-second (ours / torchvision) | command |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
-def markdown_row(r: dict, source: str, batch_size: int, command: str, load: str) -> str:
-    setting = "1 (1 thread / in-process)" if r["cores"] == 1 else f"{r['cores']} ({r['cores']} threads / {r['workers']} workers)"
+def markdown_rows(r: dict, source: str, batch_size: int, command: str, load: str) -> list[str]:
+    """One row per way of running ssl_minimal: 1 core, or N cores with intra-op threads and with batch threads."""
     per_cpu = (f"{r['ours_per_cpu_second']:,.0f} / {r['theirs_per_cpu_second']:,.0f} "
                f"({r['ours_per_cpu_second'] / r['theirs_per_cpu_second']:.1f}x)" if r["theirs_per_cpu_second"] else "-")
-    return (f"| {datetime.date.today()} | {cpu_model()} | {load} | {torch.__version__} / {torchvision.__version__} | "
-            f"{source} | {batch_size} | {setting} | {r['ours_best']:,.0f} / {r['ours_median']:,.0f} | "
-            f"{r['theirs_best']:,.0f} / {r['theirs_median']:,.0f} | **{r['ours_best'] / r['theirs_best']:.1f}x** | "
-            f"{per_cpu} | `{command}` |")
+    if r["cores"] == 1:
+        ways = [("1 (1 thread / in-process)", r["ours_best"], r["ours_median"], per_cpu)]
+    else:
+        ways = [(f"{r['cores']} ({r['cores']} threads / {r['workers']} workers)", r["ours_best"], r["ours_median"], "-"),
+                (f"{r['cores']} ({r['cores']} batch threads / {r['workers']} workers)",
+                 r["batch_threads_best"], r["batch_threads_median"], "-")]
+    return [f"| {datetime.date.today()} | {cpu_model()} | {load} | {torch.__version__} / {torchvision.__version__} | "
+            f"{source} | {batch_size} | {setting} | {best:,.0f} / {median:,.0f} | "
+            f"{r['theirs_best']:,.0f} / {r['theirs_median']:,.0f} | **{best / r['theirs_best']:.1f}x** | "
+            f"{cpu} | `{command}` |" for setting, best, median, cpu in ways]
 
 
 def main() -> None:
@@ -174,7 +199,7 @@ def main() -> None:
     command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
     print(HEADER)
     for r in results:
-        print(markdown_row(r, source, args.batch_size, command, load))
+        print("\n".join(markdown_rows(r, source, args.batch_size, command, load)))
 
 
 if __name__ == "__main__":

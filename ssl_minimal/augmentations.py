@@ -26,10 +26,12 @@ PIL pipeline; the few in-place updates (`x.mul_(y)` is `x *= y`) below exist bec
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import functools
 import inspect
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -683,3 +685,51 @@ def multi_crop(images: torch.Tensor, global_size: int, local_size: int, num_glob
     crops = [(global_size, global_scale)] * num_global + [(local_size, local_scale)] * num_local
     return [augment(random_resized_crop.unchecked(images, size, scale, generator=generator), generator=generator)
             for size, scale in crops]
+
+
+# ----------------------------------------------------------------------------------------------
+# Many batches on several CPU cores: threads that each augment whole batches, like DataLoader workers
+def augment_batches(augment: Callable[..., torch.Tensor], images: torch.Tensor, batch_size: int,
+                    threads: int | None = None, seed: int = 0) -> Iterator[torch.Tensor]:
+    """Yield `augment` of images[0:batch_size], images[batch_size:2 * batch_size], ... in order.
+
+    A batch of 32 x 32 images is a few hundred short tensor ops, too short for torch's intra-op
+    threads to split well (on 2 cores they gave ~1.2x). A DataLoader's workers instead give each
+    process whole batches; here each of `threads` Python threads (default: torch.get_num_threads())
+    augments whole batches with one torch thread, which on 2 cores gave ~1.7x
+    (benchmarks/augmentation_throughput.py). Torch ops release Python's GIL, so the threads run at
+    once. Batch k draws its randomness from its own generator, seeded from `seed` and k, so the
+    views are the same for any number of threads. CPU images only (on a GPU one call per batch is
+    already fast). The caller's torch thread count is restored when the iteration ends.
+    """
+    check_images(images)
+    if images.device.type != "cpu":
+        raise SSLMinimalError(f"augment_batches runs on CPU threads, got images on {images.device}; "
+                              f"on a GPU call the augmentation on each batch directly")
+    if not (isinstance(batch_size, int) and batch_size > 0):
+        raise SSLMinimalError(f"batch_size must be a positive int, got {batch_size!r}")
+    threads = torch.get_num_threads() if threads is None else threads
+    if not (isinstance(threads, int) and threads > 0):
+        raise SSLMinimalError(f"threads must be a positive int (CPU threads to augment with), got {threads!r}")
+    starts = range(0, images.shape[0], batch_size)
+    seeds = torch.randint(0, 2**62, (len(starts),), generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def one_batch(k: int) -> torch.Tensor:
+        # Sets this thread's count (and torch's default for new threads, restored below).
+        torch.set_num_threads(1)
+        generator = torch.Generator().manual_seed(seeds[k])
+        return augment(images[starts[k]:starts[k] + batch_size], generator=generator)
+
+    caller_threads = torch.get_num_threads()
+    pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="augment")
+    try:
+        pending = collections.deque()
+        for k in range(len(starts)):
+            pending.append(pool.submit(one_batch, k))
+            if len(pending) > 2 * threads:          # keep every thread busy, at most 2 batches ahead each
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(caller_threads)

@@ -431,3 +431,47 @@ def test_unknown_recipe_and_option_list_valid_ones():
 def test_invalid_parameters_are_reported(call, expected):
     with pytest.raises(SSLMinimalError, match=expected):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# augment_batches: whole batches on CPU threads, reproducible for any thread count
+def test_augment_batches_gives_the_same_views_for_any_number_of_threads():
+    images = (random_images(batch=40, height=16, width=16) * 255).to(torch.uint8)
+    augment = A.recipe("simclr", 16)
+    one = list(A.augment_batches(augment, images, batch_size=16, threads=1, seed=3))
+    two = list(A.augment_batches(augment, images, batch_size=16, threads=2, seed=3))
+    assert [view.shape[0] for view in one] == [16, 16, 8]                 # in order, the last one short
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+    other_seed = list(A.augment_batches(augment, images, batch_size=16, threads=2, seed=4))
+    assert not torch.equal(one[0], other_seed[0])
+    assert not torch.equal(one[0], one[1][:16])                           # every batch its own randomness
+    # Batch k equals the recipe on that batch with batch k's generator: nothing else is changed.
+    seeds = torch.randint(0, 2**62, (3,), generator=seeded(3)).tolist()
+    expected = augment(images[16:32], generator=seeded(seeds[1]))
+    assert torch.equal(one[1], expected)
+
+
+def test_augment_batches_restores_the_callers_thread_count():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        images = torch.rand(8, 3, 8, 8)
+        seen = []                     # torch threads of each augmenting thread: 1, so they do not oversubscribe
+
+        def augment(batch, generator):
+            seen.append(torch.get_num_threads())
+            return A.recipe("minimal", 8)(batch, generator=generator)
+        assert len(list(A.augment_batches(augment, images, batch_size=3, threads=2))) == 3
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_augment_batches_rejects_bad_arguments():
+    augment, images = A.recipe("minimal", 8), torch.rand(4, 3, 8, 8)
+    with pytest.raises(SSLMinimalError, match="batch_size must be a positive int"):
+        next(A.augment_batches(augment, images, batch_size=0))
+    with pytest.raises(SSLMinimalError, match="threads must be a positive int"):
+        next(A.augment_batches(augment, images, batch_size=2, threads=0))
+    with pytest.raises(SSLMinimalError, match=r"\[B, 3, H, W\]"):
+        next(A.augment_batches(augment, torch.rand(4, 8, 8), batch_size=2))

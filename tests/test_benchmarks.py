@@ -145,6 +145,14 @@ def test_throughput_sides_make_batches_of_views_of_the_same_images(tiny_dataset)
     assert torch.equal(dataset[7], tiny_dataset.images[7])
     result = throughput.measure(tiny_dataset.images, batch_size=16, cores=1, rounds=1, repeats=1)
     assert result["workers"] == 0 and result["ours_best"] > 0 and result["theirs_per_cpu_second"] > 0
+    assert result["batch_threads_best"] is None                  # batch threads are the multi-core setting
+
+
+def test_throughput_two_core_setting_reports_both_ways_of_using_the_cores(tiny_dataset):
+    result = throughput.measure(tiny_dataset.images[:64], batch_size=16, cores=2, rounds=1, repeats=1)
+    assert result["workers"] == 2 and result["batch_threads_best"] > 0 and result["theirs_per_cpu_second"] is None
+    rows = throughput.markdown_rows(result, "tiny", 16, "python benchmarks/augmentation_throughput.py", "0.0")
+    assert len(rows) == 2 and "2 threads / 2 workers" in rows[0] and "2 batch threads / 2 workers" in rows[1]
 
 
 # ----------------------------------------------------------------------------------------------
