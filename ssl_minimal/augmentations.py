@@ -15,6 +15,7 @@ Three layers, each readable on its own:
     for SimCLR's augmentation ablation) and `multi_crop` (SwAV).
   * `Augmentation`: a named list of random ops; `RECIPES` holds the papers' lists, `recipe(...)`
     builds one. Printing an Augmentation shows every op and its parameters.
+  * `augment_batches(augment, images, batch_size, threads)`: many batches on several CPU cores.
 
 Images are uint8 (0..255) or float in [0, 1]; the output is float in [0, 1] (not normalised:
 `backbones.Normalize` is the first layer of every encoder). Inputs are never modified. Randomness
