@@ -402,6 +402,9 @@ def train_lightly(method: str, recipe: dict, encoder: Encoder, train, config: di
 
 def train_ssl_minimal(method: str, encoder_state: dict, train, config: dict, device: torch.device) -> dict:
     """Train with ssl_minimal's `fit` (batched augmentation on the device, no DataLoader)."""
+    # Seeded like the lightly side: the heads are drawn from torch's global generator, whose seed
+    # is different in every fresh process unless set (the encoder's weights are loaded below).
+    torch.manual_seed(config["seed"])
     model = ssl_minimal.build(method, dataset=train, backbone=config["backbone"], **config.get("method_options", {}))
     load_initial_weights(model, encoder_state)
     budget = get_budget("gpu" if device.type == "cuda" else "cpu", epochs=config["epochs"],
