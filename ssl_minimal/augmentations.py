@@ -695,11 +695,11 @@ def augment_batches(augment: Callable[..., torch.Tensor], images: torch.Tensor, 
     """Yield `augment` of images[0:batch_size], images[batch_size:2 * batch_size], ... in order.
 
     A batch of 32 x 32 images is a few hundred short tensor ops, too short for torch's intra-op
-    threads to split well (on 2 cores they gave ~1.2x). A DataLoader's workers instead give each
-    process whole batches; here each of `threads` Python threads (default: torch.get_num_threads())
-    augments whole batches with one torch thread, which on 2 cores gave ~1.7x
-    (benchmarks/augmentation_throughput.py). Torch ops release Python's GIL, so the threads run at
-    once. Batch k draws its randomness from its own generator, seeded from `seed` and k, so the
+    threads to split well (on 2 cores: 0.85-1.5x one thread). A DataLoader's workers instead give
+    each process whole batches; here each of `threads` Python threads (default:
+    torch.get_num_threads()) augments whole batches with one torch thread, which on 2 cores gave
+    1.3-1.9x one thread (benchmarks/augmentation_throughput.py, BENCHMARKS.md section 3). Torch ops
+    release Python's GIL, so the threads run at once. Batch k draws its randomness from its own generator, seeded from `seed` and k, so the
     views are the same for any number of threads. CPU images only (on a GPU one call per batch is
     already fast). The caller's torch thread count is restored when the iteration ends.
     """

@@ -132,7 +132,11 @@ class Encoder(nn.Module):
         self.output_dim = self.backbone.output_dim
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        check_images(images, channels=self.in_channels)
+        # The value range is read on CPU, and on other devices only at the first call: reading it
+        # makes the CPU wait for the GPU, twice per step (the shape is checked at every call).
+        first_call = not getattr(self, "_values_checked", False)
+        check_images(images, channels=self.in_channels, check_values=first_call or images.device.type == "cpu")
+        self._values_checked = True
         if images.dtype == torch.uint8:
             images = images.float() / 255
         return self.backbone(self.normalize(images))

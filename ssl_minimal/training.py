@@ -176,7 +176,8 @@ class History:
     knn_epoch: list[float] = field(default_factory=list)
     knn_accuracy: list[float] = field(default_factory=list)
     baseline_knn_accuracy: float | None = None   # the same encoder at random initialisation
-    wall_seconds: float = 0.0
+    wall_seconds: float = 0.0                    # the whole loop: training, monitors, checkpoints
+    step_seconds: list[float] = field(default_factory=list)   # training time after each step (no monitors)
     budget: dict = field(default_factory=dict)
     monitor_step: list[int] = field(default_factory=list)     # when fit's `monitors` were evaluated
     monitor_epoch: list[float] = field(default_factory=list)
@@ -193,6 +194,15 @@ class History:
     @property
     def final_knn_accuracy(self) -> float | None:
         return self.knn_accuracy[-1] if self.knn_accuracy else None
+
+    def seconds_to_accuracy(self, target: float) -> float | None:
+        """Training seconds (monitors and checkpoints excluded) until the kNN monitor first read
+        >= target, a fraction in [0, 1]; None if it never did. Time-to-accuracy, in the units of
+        lightly's benchmark table (which reports minutes)."""
+        for step, accuracy in zip(self.knn_step, self.knn_accuracy):
+            if step > 0 and accuracy >= target and len(self.step_seconds) >= step:
+                return self.step_seconds[step - 1]
+        return None
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -395,7 +405,9 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     started = time.perf_counter()
     window_start, window_images = time.perf_counter(), 0
     step = start_step
+    training_seconds = history.step_seconds[-1] if history.step_seconds else 0.0   # a resumed run continues
     while step < end_step:
+        step_started = time.perf_counter()
         epoch, position = divmod(step, steps_per_epoch)
         # Same permutation for an epoch whether or not the run was resumed inside it.
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
@@ -429,6 +441,8 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{schedule[step - 1]:.3g}",
                         img_s=f"{history.images_per_second[-1]:.0f}")
+        training_seconds += time.perf_counter() - step_started       # loss.item() above waited for the GPU
+        history.step_seconds.append(training_seconds)
 
         epoch_done, finished = step // steps_per_epoch, step == total_steps
         evaluation_due = main_process and step % steps_per_epoch == 0 and (

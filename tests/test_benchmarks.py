@@ -31,6 +31,7 @@ def load_script(name: str):
 compare = load_script("compare_lightly")
 throughput = load_script("augmentation_throughput")
 train_methods = load_script("train_methods")
+floor = load_script("throughput_floor")
 
 
 def encoders_of(model):
@@ -122,6 +123,28 @@ def test_train_methods_options_reach_the_constructor_or_the_class_hyper_paramete
         train_methods.build_with_options("swav", tiny_dataset, "small_convnet", {"bogus": 1})
     with pytest.raises(SystemExit, match="NAME=VALUE"):
         train_methods.parse_options(["epsilon"])
+
+
+def test_time_to_lightly_accuracy_reads_the_training_time_at_the_first_monitor_that_reached_it():
+    history = ssl_minimal.training.History(knn_step=[0, 10, 20], knn_accuracy=[0.3, 0.85, 0.86],
+                                           step_seconds=[6.0 * (i + 1) for i in range(20)])
+    result = train_methods.time_to_published("simclr_v1", history)            # lightly: 84.8% in 87.1 min
+    assert result == {"lightly_published_knn": 0.848, "lightly_published_minutes": 87.1, "minutes_to_lightly_knn": 1.0}
+    assert train_methods.time_to_published("byol", history)["minutes_to_lightly_knn"] is None     # 86.8% never reached
+    assert train_methods.time_to_published("instdisc", history) == {}
+
+
+@pytest.mark.parametrize("method, passes", [
+    ("simclr_v1", "32 img 32px grad"),                                  # both views in one call, with gradient
+    ("moco_v2", "16 img 32px grad + 4 x 4 img 32px no-grad")])         # key encoder: no gradient, shuffled-BN groups
+def test_floor_replays_the_backbone_passes_of_one_training_step(tiny_dataset, method, passes):
+    result = floor.measure(method, tiny_dataset, "small_convnet", batch_size=16, steps=2, warmup_steps=1,
+                           device=torch.device("cpu"), compile=False)
+    assert result["passes_per_step"] == passes
+    assert result["bare_floor_images_per_second"] > 0 and result["training_images_per_second"] > 0
+    assert result["fraction_of_method_floor"] == pytest.approx(
+        result["training_images_per_second"] / result["method_floor_images_per_second"])
+    assert "| **" in floor.markdown_row(result)
 
 
 def test_throughput_benchmark_uses_the_recipe_parameters():

@@ -9,7 +9,7 @@ import torch
 
 import ssl_minimal
 from ssl_minimal.checks import SSLMinimalError
-from ssl_minimal.training import LARS, cosine_schedule, fit, get_budget, load_checkpoint
+from ssl_minimal.training import LARS, History, cosine_schedule, fit, get_budget, load_checkpoint
 
 
 def test_cosine_schedule_warmup_then_cosine():
@@ -95,9 +95,20 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_dataset, 
     history = fit(resumed, tiny_dataset, "smoke", checkpoint_path=checkpoint, resume=True, **options)
 
     assert history.step == list(range(1, 13))
+    # training time continues across the resume: one increasing value per step
+    assert len(history.step_seconds) == 12 and all(b > a for a, b in zip(history.step_seconds, history.step_seconds[1:]))
     for (name, a), (_, b) in zip(uninterrupted.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
     assert not list(checkpoint.parent.glob("*.tmp"))               # atomic writes leave no temp file
+
+
+def test_seconds_to_accuracy_reads_the_training_time_of_the_first_monitor_at_the_target():
+    history = History(step=[1, 2, 3, 4], knn_step=[0, 2, 4], knn_accuracy=[0.5, 0.6, 0.7],
+                      step_seconds=[1.0, 2.5, 4.0, 6.0], wall_seconds=9.0)
+    assert history.seconds_to_accuracy(0.6) == 2.5        # reached at step 2: training time after step 2
+    assert history.seconds_to_accuracy(0.65) == 6.0
+    assert history.seconds_to_accuracy(0.5) == 2.5        # the random-init reading (step 0) does not count
+    assert history.seconds_to_accuracy(0.9) is None
 
 
 def test_training_changes_parameters_and_records_history(tiny_dataset):

@@ -1,0 +1,195 @@
+"""Training speed as a fraction of the floor: what augmentation, heads, loss and optimiser cost on top
+of the backbone's own forward and backward passes.
+
+    python benchmarks/throughput_floor.py simclr_v1 moco_v2 byol                       # CPU, small ConvNet
+    python benchmarks/throughput_floor.py simclr_v1 byol --device cuda --backbone resnet18 --batch-size 512
+    python benchmarks/throughput_floor.py simclr_v1 --device cuda --backbone resnet18 --compile
+
+For each method, three speeds in images per second (an image is one dataset image, whatever number
+of views a method makes of it):
+* bare floor: one forward + backward of the backbone (Normalize + backbone, `model.encoder`) on a
+  ready batch [B, 3, 32, 32] of float pixels; no augmentation, head, loss or optimiser. The same for
+  every method with this backbone and batch.
+* method floor: the backbone passes one training step of *this* method makes, found by hooks on its
+  encoders during training (e.g. SimCLR: 2 x B with gradient; MoCo v2: B with gradient and B without,
+  through the momentum encoder; BYOL: 2 x B with and 2 x B without), on ready float batches, no
+  augmentation, heads, loss or optimiser: the fastest this method's step could be.
+* training: `fit` on uint8 CIFAR-10 images (random pixels without the data), i.e. everything:
+  batched augmentation on the device, encoders, heads, loss, backward, optimiser, momentum updates.
+  Measured from `History.step_seconds` after --warmup-steps steps.
+training / method floor is the share of a step that is the backbone's unavoidable work (issue 5's
+target on one GPU: >= 80% for the ResNet-18 methods); training / bare floor is what a student sees.
+Precision and memory format as `fit` uses them: channels_last always, bf16 autocast on CUDA.
+With --compile the floor passes and fit's training step are compiled (torch.compile).
+Prints markdown rows for BENCHMARKS.md and writes OUTPUT/throughput_floor.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import ssl_minimal
+from ssl_minimal.backbones import Encoder
+from ssl_minimal.training import fit, get_budget, resolve_device
+
+IMAGE_SIZE = 32
+
+
+def training_images(count: int, data_dir: str | None) -> "ssl_minimal.data.ImageDataset":
+    """CIFAR-10 training images when available, else the embedded dataset (speed does not depend on pixels)."""
+    name = "cifar10" if ssl_minimal.data.is_available("cifar10", data_dir) else "shapes"
+    train = ssl_minimal.data.load(name, "train", data_dir=data_dir)
+    return train.subset(min(count, len(train)), seed=0)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def record_first_step_passes(model: torch.nn.Module) -> tuple[list, list]:
+    """Hooks on every Encoder of the model that record, during the first training step only (not
+    e.g. InstDisc's filling of its memory bank before it), each call as (encoder, input shape,
+    with gradient). Returns the list that fills in and the hook handles to remove."""
+    passes, handles, steps_started = [], [], []
+
+    def step_begins(method, args):
+        steps_started.append(True)
+
+    def encoder_called(encoder, inputs, output):
+        if len(steps_started) == 1:
+            passes.append((encoder, tuple(inputs[0].shape), torch.is_grad_enabled()))
+
+    handles.append(model.register_forward_pre_hook(step_begins))       # fit calls method(...) once per step
+    handles += [module.register_forward_hook(encoder_called) for module in model.modules() if isinstance(module, Encoder)]
+    return passes, handles
+
+
+def describe_passes(passes: list) -> str:
+    """E.g. "32 img 32px grad + 4 x 4 img 32px no-grad" (repeated calls grouped)."""
+    groups = []
+    for _, shape, with_gradient in passes:
+        label = f"{shape[0]} img {shape[-1]}px {'grad' if with_gradient else 'no-grad'}"
+        if groups and groups[-1][0] == label:
+            groups[-1][1] += 1
+        else:
+            groups.append([label, 1])
+    return " + ".join(f"{count} x {label}" if count > 1 else label for label, count in groups)
+
+
+def time_passes(passes: list, device: torch.device, steps: int, warmup_steps: int, compile: bool) -> float:
+    """Seconds per step for the given backbone passes on ready float batches (forward, then one backward)."""
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    compiled = {}
+    for encoder, _, _ in passes:
+        if id(encoder) not in compiled:
+            compiled[id(encoder)] = torch.compile(encoder) if compile else encoder
+    inputs = [torch.rand(shape, device=device).contiguous(memory_format=torch.channels_last) for _, shape, _ in passes]
+
+    def one_step() -> None:
+        with autocast:
+            total = 0
+            for (encoder, _, with_gradient), images in zip(passes, inputs):
+                with torch.set_grad_enabled(with_gradient):
+                    features = compiled[id(encoder)](images)
+                if with_gradient:
+                    total = total + features.float().sum()
+        if isinstance(total, torch.Tensor):
+            total.backward()
+        for encoder, _, _ in passes:
+            encoder.zero_grad(set_to_none=True)
+
+    for _ in range(warmup_steps):
+        one_step()
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        one_step()
+    synchronize(device)
+    return (time.perf_counter() - started) / steps
+
+
+def measure(name: str, train, backbone: str, batch_size: int, steps: int, warmup_steps: int,
+            device: torch.device, compile: bool, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    model = ssl_minimal.build(name, dataset=train, backbone=backbone)
+    total_steps = warmup_steps + steps
+    steps_per_epoch = len(train) // batch_size
+    budget = get_budget("cpu", epochs=-(-total_steps // steps_per_epoch), batch_size=batch_size, backbone=backbone,
+                        warmup_epochs=0, knn_every_epochs=0, checkpoint_every_steps=10**9, compile=compile)
+    step_passes, handles = record_first_step_passes(model)
+    history = fit(model, train, budget, seed=seed, device=device, progress=False, max_steps=total_steps)
+    for handle in handles:
+        handle.remove()
+    if not step_passes:
+        raise SystemExit(f"{name}: no encoder call was seen in the first training step (a compiled step may hide "
+                         f"them); run without --compile to measure the floor")
+    seconds = history.step_seconds
+    training = steps * batch_size / (seconds[total_steps - 1] - seconds[warmup_steps - 1])
+    encoder = model.encoder
+    bare = batch_size / time_passes([(encoder, (batch_size, 3, IMAGE_SIZE, IMAGE_SIZE), True)], device, steps,
+                                    warmup_steps, compile)
+    method_floor = batch_size / time_passes(step_passes, device, steps, warmup_steps, compile)
+    described = describe_passes(step_passes)
+    return {"method": name, "backbone": backbone, "batch_size": batch_size, "device": str(device),
+            "precision": "bf16 autocast" if device.type == "cuda" else "float32", "compile": compile,
+            "threads": torch.get_num_threads(), "steps": steps, "warmup_steps": warmup_steps,
+            "passes_per_step": described, "bare_floor_images_per_second": bare,
+            "method_floor_images_per_second": method_floor, "training_images_per_second": training,
+            "fraction_of_method_floor": training / method_floor, "fraction_of_bare_floor": training / bare}
+
+
+HEADER = ("| method | backbone | device, precision | batch | backbone passes per step | bare fwd+bwd img/s | "
+          "method floor img/s | training img/s | of method floor | of bare floor |\n|---|---|---|---|---|---|---|---|---|---|")
+
+
+def markdown_row(r: dict) -> str:
+    setting = f"{r['device']}, {r['precision']}{', compiled' if r['compile'] else ''}"
+    return (f"| {r['method']} | {r['backbone']} | {setting} | {r['batch_size']} | {r['passes_per_step']} | "
+            f"{r['bare_floor_images_per_second']:,.0f} | {r['method_floor_images_per_second']:,.0f} | "
+            f"{r['training_images_per_second']:,.0f} | **{r['fraction_of_method_floor']:.0%}** | "
+            f"{r['fraction_of_bare_floor']:.0%} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("methods", nargs="*", default=["simclr_v1", "moco_v2", "byol"])
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--backbone", default=None, help="default: resnet18 on cuda, small_convnet on cpu")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 512 on cuda, 256 on cpu")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (after the warm-up)")
+    parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the floor passes and fit's step")
+    parser.add_argument("--data-dir", default=None, help="default: $SSL_DATA_DIR")
+    parser.add_argument("--output", default="runs/throughput_floor")
+    args = parser.parse_args()
+    unknown = sorted(set(args.methods) - set(ssl_minimal.METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; valid: {', '.join(ssl_minimal.METHODS)}")
+    if args.steps < 1 or args.warmup_steps < 1:
+        parser.error("--steps and --warmup-steps must be at least 1")
+    device = resolve_device(args.device)
+    backbone = args.backbone or ("resnet18" if device.type == "cuda" else "small_convnet")
+    batch_size = args.batch_size or (512 if device.type == "cuda" else 256)
+    train = training_images(batch_size * (args.steps + args.warmup_steps), args.data_dir)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(train):,} training images\n{HEADER}", flush=True)
+    results = []
+    for name in args.methods:
+        results.append(measure(name, train, backbone, batch_size, args.steps, args.warmup_steps, device, args.compile))
+        print(markdown_row(results[-1]), flush=True)
+        (output / "throughput_floor.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
