@@ -120,13 +120,27 @@ def _per_image(values, images: torch.Tensor) -> torch.Tensor:
 
 
 def _choose(p: float, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Indices of the images picked, each with probability p. int64 [<= B]"""
-    return (_uniform(0, 1, (images.shape[0],), images.device, generator) < p).nonzero().squeeze(1)
+    """Which images are picked, each with probability p. bool [B]"""
+    return _uniform(0, 1, (images.shape[0],), images.device, generator) < p
 
 
-def _apply_to(chosen: torch.Tensor, images: torch.Tensor, change: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Replace, in place, the images at indices `chosen` by `change` of them (only those are computed)."""
-    return images.index_copy_(0, chosen, change(images.index_select(0, chosen)))
+CHANGE_EVERY_IMAGE_ON_CPU = False   # tests set it to check that both ways of _apply_to agree
+
+
+def _apply_to(picked: torch.Tensor, images: torch.Tensor,
+              change: Callable[[torch.Tensor, torch.Tensor | slice], torch.Tensor]) -> torch.Tensor:
+    """Replace, in place, the images where `picked` (bool [B]) is True by `change` of them.
+
+    `change(some_images, which)` gets the images to change and `which`, what selects their per-image
+    parameters (`factors[which]`). On CPU only the picked images are computed (index_select, change,
+    index_copy_). On a GPU, finding the picked indices (nonzero) would make the CPU wait for the
+    device, 20-odd times per batch; there every image is changed and torch.where keeps the picked
+    ones: more arithmetic, which the GPU has, and no waiting.
+    """
+    if images.device.type != "cpu" or CHANGE_EVERY_IMAGE_ON_CPU:
+        return images.copy_(torch.where(picked.view(-1, 1, 1, 1), change(images, slice(None)), images))
+    which = picked.nonzero().squeeze(1)                                                    # int64 [<= B]
+    return images.index_copy_(0, which, change(images.index_select(0, which), which))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,7 +231,7 @@ def random_resized_crop(images: torch.Tensor, size: int, scale: tuple[float, flo
 def horizontal_flip(images: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each image left-right with probability p."""
     _check_options(p=p)
-    return _apply_to(_choose(p, images, generator), images, lambda picked: picked.flip(-1))
+    return _apply_to(_choose(p, images, generator), images, lambda some, which: some.flip(-1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,8 +378,8 @@ def color_jitter(images: torch.Tensor, brightness: float = 0.4, contrast: float 
         adjustment_here = torch.where(jittered, order[:, position], -1)      # [B], -1: image not jittered
         for index, (adjust, factors, strength) in enumerate(adjustments):
             if strength > 0:
-                due = (adjustment_here == index).nonzero().squeeze(1)        # indices of the images due
-                _apply_to(due, images, lambda picked: adjust(picked, factors[due]))
+                due = adjustment_here == index                                # [B] bool: the images due
+                _apply_to(due, images, lambda some, which: adjust(some, factors[which]))
     return images
 
 
@@ -373,7 +387,7 @@ def color_jitter(images: torch.Tensor, brightness: float = 0.4, contrast: float 
 def random_grayscale(images: torch.Tensor, p: float = 0.2, generator: torch.Generator | None = None) -> torch.Tensor:
     """Replace each image by its grayscale version (3 equal channels) with probability p."""
     _check_options(p=p)
-    return _apply_to(_choose(p, images, generator), images, lambda picked: rgb_to_grayscale(picked).expand_as(picked))
+    return _apply_to(_choose(p, images, generator), images, lambda some, which: rgb_to_grayscale(some).expand_as(some))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,8 +434,8 @@ def gaussian_blur(images: torch.Tensor, p: float = 0.5, sigma: tuple[float, floa
     _check_options(p=p, sigma=sigma, kernel_size=kernel_size)
     kernel_size = kernel_size or default_kernel_size(min(images.shape[2:]))
     chosen = _choose(p, images, generator)
-    sigmas = _uniform(sigma[0], sigma[1], (images.shape[0],), images.device, generator)[chosen]
-    return _apply_to(chosen, images, lambda picked: blur(picked, sigmas, kernel_size))
+    sigmas = _uniform(sigma[0], sigma[1], (images.shape[0],), images.device, generator)          # [B]
+    return _apply_to(chosen, images, lambda some, which: blur(some, sigmas[which], kernel_size))
 
 
 @_checks_images
@@ -430,7 +444,7 @@ def solarize(images: torch.Tensor, p: float = 0.2, threshold: float = 0.5,
     """With probability p per image, invert pixels >= threshold: x -> 1 - x (BYOL Table 6)."""
     _check_options(p=p)
     return _apply_to(_choose(p, images, generator), images,
-                     lambda picked: torch.where(picked >= threshold, 1 - picked, picked))
+                     lambda some, which: torch.where(some >= threshold, 1 - some, some))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -465,8 +479,7 @@ def cutout(images: torch.Tensor, side: int = CUTOUT_SIDE, p: float = 1.0, fill: 
     centre_column = torch.floor(_uniform(0, 1, (batch,), images.device, generator) * width).long()
     boxes = torch.stack([centre_row - side // 2, centre_column - side // 2,
                          torch.full_like(centre_row, side), torch.full_like(centre_row, side)], dim=1)
-    chosen = _choose(p, images, generator)
-    return _apply_to(chosen, images, lambda picked: erase(picked, boxes[chosen], fill))
+    return _apply_to(_choose(p, images, generator), images, lambda some, which: erase(some, boxes[which], fill))
 
 
 @_checks_images
@@ -479,8 +492,7 @@ def rotate90(images: torch.Tensor, p: float = 1.0, generator: torch.Generator | 
     chosen = _uniform(0, 1, (images.shape[0],), images.device, generator) < p                 # [B] bool
     turns = torch.floor(_uniform(1, 4, (images.shape[0],), images.device, generator)).long()  # [B] in {1, 2, 3}
     for quarter_turns in (1, 2, 3):
-        due = (chosen & (turns == quarter_turns)).nonzero().squeeze(1)
-        _apply_to(due, images, lambda picked: picked.rot90(quarter_turns, dims=(2, 3)))
+        _apply_to(chosen & (turns == quarter_turns), images, lambda some, which: some.rot90(quarter_turns, dims=(2, 3)))
     return images
 
 

@@ -475,3 +475,27 @@ def test_augment_batches_rejects_bad_arguments():
         next(A.augment_batches(augment, images, batch_size=2, threads=0))
     with pytest.raises(SSLMinimalError, match=r"\[B, 3, H, W\]"):
         next(A.augment_batches(augment, torch.rand(4, 8, 8), batch_size=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# The two ways of applying a random op to the picked images: subsets (CPU) or every image + where (GPU)
+@pytest.mark.parametrize("name", sorted(A.RECIPES))
+def test_changing_every_image_and_keeping_the_picked_gives_the_same_views(name, monkeypatch):
+    # On a GPU _apply_to changes every image and keeps the picked ones (no nonzero: no waiting for the
+    # device); it must give exactly the views that the CPU's subset path gives from the same draws.
+    images = (random_images(batch=24, height=32, width=32) * 255).to(torch.uint8)
+    augment = A.recipe(name, 32)
+    subsets = augment(images, generator=seeded(5))
+    monkeypatch.setattr(A, "CHANGE_EVERY_IMAGE_ON_CPU", True)
+    every_image = augment(images, generator=seeded(5))
+    torch.testing.assert_close(every_image, subsets, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("op, options", [(A.gaussian_blur, {"p": 0.5, "kernel_size": 3}), (A.solarize, {"p": 0.5}),
+                                         (A.cutout, {"p": 0.5, "side": 8}), (A.rotate90, {"p": 0.7})])
+def test_ops_outside_the_recipes_agree_both_ways_too(op, options, monkeypatch):
+    images = random_images(batch=16, height=16, width=16)
+    subsets = op(images, **options, generator=seeded(2))
+    monkeypatch.setattr(A, "CHANGE_EVERY_IMAGE_ON_CPU", True)
+    torch.testing.assert_close(op(images, **options, generator=seeded(2)), subsets, atol=1e-6, rtol=0)
+    assert not torch.equal(subsets, images)                 # the op did change some images
