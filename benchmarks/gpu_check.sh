@@ -21,7 +21,9 @@ OUT=${OUT:-runs/gpu_check_out}
 RUN_DIR=${RUN_DIR:-runs/gpu_check}
 DEVICE=${DEVICE:-cuda}
 BUDGET=${BUDGET:-gpu}
+DATASET=${DATASET:-cifar10}
 METHODS=${METHODS:-simclr_v1}
+FLOOR_METHODS=${FLOOR_METHODS:-simclr_v1 moco_v2 byol}
 TRAIN_SECONDS=${TRAIN_SECONDS:-420}         # per call; the 200-epoch targets are SimCLR <= 10 min, BYOL <= 12 min
 SKIP_FLOOR=${SKIP_FLOOR:-0}
 PYTHON=${PYTHON:-python3}
@@ -34,7 +36,7 @@ mkdir -p "$OUT" "$RUN_DIR"
 FLOOR_OPTIONS="--device $DEVICE"
 [ "$DEVICE" = cpu ] && FLOOR_OPTIONS="$FLOOR_OPTIONS --steps 2 --warmup-steps 1 --batch-size 32"
 if [ "$SKIP_FLOOR" != 1 ]; then
-    $PYTHON benchmarks/throughput_floor.py simclr_v1 moco_v2 byol $FLOOR_OPTIONS --output "$RUN_DIR/floor" 2>&1 | tee "$RUN_DIR/floor.log"
+    $PYTHON benchmarks/throughput_floor.py $FLOOR_METHODS $FLOOR_OPTIONS --output "$RUN_DIR/floor" 2>&1 | tee "$RUN_DIR/floor.log"
     [ "$DEVICE" = cuda ] && $PYTHON benchmarks/throughput_floor.py simclr_v1 $FLOOR_OPTIONS --compile \
         --output "$RUN_DIR/floor_compiled" 2>&1 | tee -a "$RUN_DIR/floor.log"
 fi
@@ -45,7 +47,7 @@ SMOKE_OPTIONS=""
 for method in $METHODS; do
     resume=""
     [ -f "$RUN_DIR/$method/checkpoint.pt" ] && resume="--resume"
-    timeout "$TRAIN_SECONDS" $PYTHON -m ssl_minimal train "$method" --dataset cifar10 --budget "$BUDGET" \
+    timeout "$TRAIN_SECONDS" $PYTHON -m ssl_minimal train "$method" --dataset "$DATASET" --budget "$BUDGET" \
         --device "$DEVICE" --output "$RUN_DIR/$method" --no-progress $resume $SMOKE_OPTIONS 2>&1 | tee -a "$RUN_DIR/$method.log"
 done
 

@@ -5,7 +5,10 @@ Most tests need no lightly (CI does not install it); the ones that do are skippe
 """
 
 import importlib.util
+import os
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +298,19 @@ def test_both_sides_take_the_same_number_of_steps(tiny_dataset, method):
     ours = compare.train_ssl_minimal(method, model.backbone.state_dict(), tiny_dataset, config, torch.device("cpu"))
     assert outcome["steps"] == ours["steps"] == len(outcome["losses"]) == 2 * (64 // 32)
     assert all(np.isfinite(outcome["losses"]))
+
+
+def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path):
+    # The prepared GPU run is only ever run on a lent GPU: this dry run keeps it working meanwhile.
+    script = BENCHMARKS / "gpu_check.sh"
+    environment = {**os.environ, "DEVICE": "cpu", "BUDGET": "smoke", "DATASET": "shapes", "METHODS": "instdisc",
+                   "FLOOR_METHODS": "simclr_v1", "OUT": str(tmp_path / "out"), "RUN_DIR": str(tmp_path / "run"), "PYTHON": sys.executable}
+    finished = subprocess.run(["bash", str(script)], cwd=BENCHMARKS.parent, env=environment, capture_output=True,
+                              text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    summary = (tmp_path / "out" / "time_to_accuracy.txt").read_text()
+    assert summary.startswith("instdisc: 8 steps"), summary
+    with tarfile.open(tmp_path / "out" / "results.tar.gz") as archive:
+        names = archive.getnames()
+    assert "./floor/throughput_floor.json" in names and "./instdisc/history.json" in names
+    assert not any(name.endswith(".pt") for name in names)            # checkpoints stay on the machine
