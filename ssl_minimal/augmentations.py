@@ -711,9 +711,11 @@ def augment_batches(augment: Callable[..., torch.Tensor], images: torch.Tensor, 
     each process whole batches; here each of `threads` Python threads (default:
     torch.get_num_threads()) augments whole batches with one torch thread, which on 2 cores gave
     1.3-1.9x one thread (benchmarks/augmentation_throughput.py, BENCHMARKS.md section 3). Torch ops
-    release Python's GIL, so the threads run at once. Batch k draws its randomness from its own generator, seeded from `seed` and k, so the
-    views are the same for any number of threads. CPU images only (on a GPU one call per batch is
-    already fast). The caller's torch thread count is restored when the iteration ends.
+    release Python's GIL, so the threads run at once. Batch k draws its randomness from its own
+    generator, seeded from `seed` and k, so the views are the same for any number of threads.
+    `augment` is an Augmentation (any callable taking `generator=`). CPU images only (on a GPU one
+    call per batch is already fast). The caller's torch thread count is restored when the
+    iteration ends.
     """
     check_images(images)
     if images.device.type != "cpu":

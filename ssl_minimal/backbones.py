@@ -133,7 +133,7 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # The value range is read on CPU, and on other devices only at the first call: reading it
-        # makes the CPU wait for the GPU, twice per step (the shape is checked at every call).
+        # makes the CPU wait for the GPU, at every encoder call of every step (the shape is always checked).
         first_call = not getattr(self, "_values_checked", False)
         check_images(images, channels=self.in_channels, check_values=first_call or images.device.type == "cpu")
         self._values_checked = True
