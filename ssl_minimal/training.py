@@ -406,12 +406,16 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     window_start, window_images = time.perf_counter(), 0
     step = start_step
     training_seconds = history.step_seconds[-1] if history.step_seconds else 0.0   # a resumed run continues
+    order_epoch = None
     while step < end_step:
         step_started = time.perf_counter()
         epoch, position = divmod(step, steps_per_epoch)
-        # Same permutation for an epoch whether or not the run was resumed inside it.
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        indices = order[position * budget.batch_size:(position + 1) * budget.batch_size].to(device)
+        if epoch != order_epoch:
+            # Same permutation for an epoch whether or not the run was resumed inside it. Moved to the
+            # device once per epoch: a copy to the GPU at every step would wait for the GPU each time.
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+            order, order_epoch = order.to(device), epoch
+        indices = order[position * budget.batch_size:(position + 1) * budget.batch_size]
         indices = distributed.local_slice(indices)          # this process's share of the global batch
         for group in optimizer.param_groups:   # a group may scale the schedule (e.g. a smaller bias lr)
             group["lr"] = float(schedule[step]) * group.get("lr_scale", 1.0)
