@@ -55,7 +55,7 @@ $PYTHON - "$RUN_DIR" $METHODS <<'EOF' | tee "$RUN_DIR/time_to_accuracy.txt"
 import json, sys
 from pathlib import Path
 sys.path.insert(0, "benchmarks")
-from train_methods import LIGHTLY_PUBLISHED
+from train_methods import time_to_published
 from ssl_minimal.training import History, load_checkpoint
 out = Path(sys.argv[1])
 for method in sys.argv[2:]:
@@ -68,14 +68,14 @@ for method in sys.argv[2:]:
     else:
         print(f"{method}: no history.json or checkpoint.pt")
         continue
-    target, their_minutes = LIGHTLY_PUBLISHED.get(method, (None, None))
-    reached = history.seconds_to_accuracy(target) if target else None
+    published = time_to_published(method, history)
+    reached = published.get("minutes_to_lightly_knn")
     print(f"{method}: {history.step[-1]} steps, {history.step_seconds[-1] / 60:.1f} training min "
           f"({history.wall_seconds / 60:.1f} min with monitors); kNN by epoch "
           + ", ".join(f"{e:.0f}: {a:.1%}" for e, a in zip(history.knn_epoch, history.knn_accuracy))
-          + (f"; lightly's {target:.1%} ({their_minutes} min): "
-             + (f"reached after {reached / 60:.1f} training min" if reached is not None else "not reached")
-             if target else ""))
+          + (f"; lightly's {published['lightly_published_knn']:.1%} ({published['lightly_published_minutes']} min): "
+             + (f"reached after {reached:.1f} training min" if reached is not None else "not reached")
+             if published else ""))
 EOF
 
 cp "$RUN_DIR/time_to_accuracy.txt" "$OUT/"

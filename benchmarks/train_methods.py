@@ -92,8 +92,8 @@ def run_method(name: str, dataset: str, budget, seed: int, data_dir: str | None,
             "wall_seconds": wall, "images_per_second": images / history.wall_seconds,
             "final_loss": history.loss[-1], "seed": seed, "threads": torch.get_num_threads(),
             "options": options or {}, "learning_rate": budget.learning_rate,
-            "monitor_step": history.knn_step, "training_seconds_at_monitor":
-                [history.step_seconds[s - 1] if s > 0 else 0.0 for s in history.knn_step],
+            "monitor_step": history.knn_step,
+            "training_seconds_at_monitor": [history.training_seconds_at(step) for step in history.knn_step],
             **time_to_published(name, history)}
 
 
@@ -154,8 +154,9 @@ def main() -> None:
     for name in args.methods:
         results.append(run_method(name, args.dataset, budget, args.seed, args.data_dir, options))
         print(markdown_row(results[-1]), flush=True)
-        if time_to_accuracy_line(results[-1]):
-            print(time_to_accuracy_line(results[-1]), flush=True)
+        line = time_to_accuracy_line(results[-1])
+        if line:
+            print(line, flush=True)
         (output / "results.json").write_text(json.dumps(results, indent=1))
         (output / "results.md").write_text("\n".join([HEADER] + [markdown_row(r) for r in results]) + "\n")
 

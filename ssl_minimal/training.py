@@ -195,13 +195,20 @@ class History:
     def final_knn_accuracy(self) -> float | None:
         return self.knn_accuracy[-1] if self.knn_accuracy else None
 
+    def training_seconds_at(self, step: int) -> float | None:
+        """Training seconds (monitors and checkpoints excluded) after `step` steps; 0 at step 0,
+        None if the history holds no time for that step."""
+        if step == 0:
+            return 0.0
+        return self.step_seconds[step - 1] if 0 < step <= len(self.step_seconds) else None
+
     def seconds_to_accuracy(self, target: float) -> float | None:
-        """Training seconds (monitors and checkpoints excluded) until the kNN monitor first read
-        >= target, a fraction in [0, 1]; None if it never did. Time-to-accuracy, in the units of
-        lightly's benchmark table (which reports minutes)."""
+        """Training seconds until the kNN monitor first read >= target, a fraction in [0, 1]; None
+        if it never did. Time-to-accuracy, in the units of lightly's benchmark table (which reports
+        minutes). The random-init reading (step 0) does not count."""
         for step, accuracy in zip(self.knn_step, self.knn_accuracy):
-            if step > 0 and accuracy >= target and len(self.step_seconds) >= step:
-                return self.step_seconds[step - 1]
+            if step > 0 and accuracy >= target and self.training_seconds_at(step) is not None:
+                return self.training_seconds_at(step)
         return None
 
 

@@ -109,6 +109,7 @@ def test_seconds_to_accuracy_reads_the_training_time_of_the_first_monitor_at_the
     assert history.seconds_to_accuracy(0.65) == 6.0
     assert history.seconds_to_accuracy(0.5) == 2.5        # the random-init reading (step 0) does not count
     assert history.seconds_to_accuracy(0.9) is None
+    assert [history.training_seconds_at(step) for step in (0, 2, 4, 5)] == [0.0, 2.5, 6.0, None]
 
 
 def test_training_changes_parameters_and_records_history(tiny_dataset):
