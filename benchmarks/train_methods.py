@@ -78,14 +78,15 @@ def run_method(name: str, dataset: str, budget, seed: int, data_dir: str | None,
         train_set = train_set.subset(budget.train_samples, seed=seed)
     test_set = ssl_minimal.data.load(dataset, "test", data_dir=data_dir)
     torch.manual_seed(seed)
-    model = build_with_options(name, train_set, budget.backbone, options or {})
+    backbone = budget.backbone_for(ssl_minimal.methods.METHODS[name])
+    model = build_with_options(name, train_set, backbone, options or {})
     before = full_knn(copy.deepcopy(model.encoder), train_set, test_set)
     started = time.perf_counter()
     history = fit(model, train_set, budget, eval_dataset=test_set, seed=seed, progress=False)
     wall = time.perf_counter() - started
     after = full_knn(model.encoder, train_set, test_set)
     images = len(history.step) * budget.batch_size
-    return {"method": name, "dataset": dataset, "budget": budget.name, "backbone": budget.backbone,
+    return {"method": name, "dataset": dataset, "budget": budget.name, "backbone": backbone,
             "epochs": budget.epochs, "batch_size": budget.batch_size, "train_samples": len(train_set),
             "test_samples": len(test_set), "knn_before": before, "knn_after": after,
             "monitor_knn": history.knn_accuracy, "train_seconds": history.wall_seconds,

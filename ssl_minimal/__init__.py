@@ -71,7 +71,7 @@ def train(method: str, dataset: str = "shapes", budget: str | Budget | None = No
         train_set = train_set.subset(resolved.train_samples, seed=seed)
     test_set = data.load(dataset, "test", data_dir=data_dir)
     options = dict(method_options or {})
-    options.setdefault("backbone", resolved.backbone)
+    options.setdefault("backbone", resolved.backbone_for(_METHOD_CLASSES[method]))
     torch.manual_seed(seed)                                 # the same initial weights for the same seed
     model = build(method, dataset=train_set, **options)
     history = fit(model, train_set, resolved, eval_dataset=test_set, seed=seed, **fit_options)

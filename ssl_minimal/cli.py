@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--learning-rate", type=float, default=None)
-    train.add_argument("--backbone", default=None, help="small_convnet or resnet18 (default: the budget's)")
+    train.add_argument("--backbone", default=None,
+                       help="small_convnet, resnet18, small_vit or vit_tiny (default: the budget's for the method)")
     train.add_argument("--train-samples", type=int, default=None, help="train on a class-balanced subset")
     train.add_argument("--output", default=None, help="run folder (default: runs/METHOD-DATASET-BUDGET)")
     train.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
@@ -55,15 +56,20 @@ def _train(args) -> None:
     import matplotlib
     matplotlib.use("Agg")
     from . import distributed, train, visualize
+    from .checks import unknown_name
+    from .methods import METHODS
     from .training import get_budget
+    if args.method not in METHODS:
+        raise unknown_name("method", args.method, METHODS)
     budget = get_budget(args.budget, epochs=args.epochs, batch_size=args.batch_size,
-                        learning_rate=args.learning_rate, backbone=args.backbone,
+                        learning_rate=args.learning_rate, backbone=args.backbone, vit_backbone=args.backbone,
                         train_samples=args.train_samples, compile=args.compile or None,
                         sync_batch_norm=args.sync_batch_norm or None)
     output = Path(args.output or f"runs/{args.method}-{args.dataset}-{budget.name}")
     if os.environ.get("RANK", "0") == "0":              # torchrun sets RANK; the group is joined later, in fit
         print(f"training {args.method} on {args.dataset} with budget {budget.name!r} "
-              f"({budget.epochs} epochs, batch {budget.batch_size}, {budget.backbone}); output in {output}/")
+              f"({budget.epochs} epochs, batch {budget.batch_size}, {budget.backbone_for(METHODS[args.method])}); "
+              f"output in {output}/")
     model, history = train(args.method, args.dataset, budget, data_dir=args.data_dir, seed=args.seed,
                            checkpoint_path=output / "checkpoint.pt", resume=args.resume,
                            max_steps=args.max_steps, device=args.device, progress=not args.no_progress)
@@ -89,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             from .training import BUDGETS
             print("methods: ", ", ".join(METHODS))
             print("datasets:", ", ".join(DATASETS))
-            print("budgets: ", ", ".join(f"{name} ({b.epochs} epochs, batch {b.batch_size}, {b.backbone})"
+            print("budgets: ", ", ".join(f"{name} ({b.epochs} epochs, batch {b.batch_size}, {b.backbone} / {b.vit_backbone})"
                                          for name, b in BUDGETS.items()))
         elif args.command == "train":
             _train(args)

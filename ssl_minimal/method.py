@@ -33,6 +33,7 @@ class Method(nn.Module):
     weight_decay = 5e-4
     momentum = 0.9             # SGD momentum
     augmentation = "instdisc"  # recipe name in augmentations.RECIPES
+    architecture = "convnet"   # "vit": budgets give the method their `vit_backbone` instead of `backbone`
     epochs: int | None = None  # set by `fit` to the run's number of epochs (SwAV freezes its prototypes for one)
 
     def __init__(self, backbone: str = "small_convnet", image_size: int = 32,

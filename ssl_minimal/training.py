@@ -42,7 +42,8 @@ class Budget:
     name: str
     epochs: int
     batch_size: int
-    backbone: str = "small_convnet"
+    backbone: str = "small_convnet"     # for the ConvNet methods
+    vit_backbone: str = "small_vit"     # for the methods built around a Vision Transformer (MoCo v3, DINO, MAE)
     train_samples: int | None = None    # class-balanced subset of the training split (None: all)
     warmup_epochs: float = 0.0          # linear learning-rate warm-up, then cosine decay
     knn_every_epochs: int = 1           # kNN monitor period (0: only before and after)
@@ -52,6 +53,10 @@ class Budget:
     learning_rate: float | None = None  # None: the method's paper value scaled by batch_size / 256
     compile: bool = False               # torch.compile the encoder (GPU)
     sync_batch_norm: bool = False       # several processes: BatchNorm statistics over the global batch (GPUs)
+
+    def backbone_for(self, method_class) -> str:
+        """The backbone this budget gives a method: `vit_backbone` if the method's `architecture` is "vit"."""
+        return self.vit_backbone if getattr(method_class, "architecture", "convnet") == "vit" else self.backbone
 
 
 BUDGETS = {
@@ -65,7 +70,7 @@ BUDGETS = {
                   knn_every_epochs=2, knn_train_samples=10_000, knn_test_samples=2_000,
                   checkpoint_every_steps=200),
     # Paper-like on one GPU: ResNet-18, the whole training set, 200 epochs (InstDisc/lightly's benchmark).
-    "gpu": Budget("gpu", epochs=200, batch_size=512, backbone="resnet18", warmup_epochs=10,
+    "gpu": Budget("gpu", epochs=200, batch_size=512, backbone="resnet18", vit_backbone="vit_tiny", warmup_epochs=10,
                   knn_every_epochs=10, knn_train_samples=50_000, knn_test_samples=10_000,
                   checkpoint_every_steps=1_000),
 }
