@@ -134,6 +134,40 @@ class LARS(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        # The rule for all tensors of a group at once (torch._foreach_*: a few kernels per group
+        # instead of a few per tensor; on a GPU, launching ~10 kernels for each of ResNet-18's 62
+        # tensors costs milliseconds a step). `reference_step` below is the same rule tensor by tensor.
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            updates = [p.grad for p in params]
+            if group["weight_decay"] > 0:
+                updates = torch._foreach_add(updates, params, alpha=group["weight_decay"])   # u = g + beta w
+            adapt_all = group.get("lars_adapt_all", False)
+            adapted = [i for i, p in enumerate(params) if p.dim() > 1 or adapt_all]
+            if adapted:
+                param_norms = torch.stack(torch._foreach_norm([params[i] for i in adapted]))     # [L] ||w||
+                update_norms = torch.stack(torch._foreach_norm([updates[i] for i in adapted]))   # [L] ||u||
+                trust = torch.where((param_norms > 0) & (update_norms > 0),
+                                    group["trust_coefficient"] * param_norms / update_norms, 1.0)  # [L]
+                scaled = torch._foreach_mul([updates[i] for i in adapted], list(trust.unbind()))  # eta ||w|| / ||u|| u
+                updates = list(updates)
+                for i, update in zip(adapted, scaled):
+                    updates[i] = update
+            states = [self.state[p] for p in params]
+            if "momentum_buffer" not in states[0]:
+                for state, update in zip(states, updates):
+                    state["momentum_buffer"] = torch.clone(update).detach()
+            else:
+                buffers = [state["momentum_buffer"] for state in states]
+                torch._foreach_mul_(buffers, group["momentum"])                                  # v <- m v + u
+                torch._foreach_add_(buffers, updates)
+            torch._foreach_add_(params, [state["momentum_buffer"] for state in states], alpha=-group["lr"])  # w -= lr v
+
+    @torch.no_grad()
+    def reference_step(self):
+        """The same rule written tensor by tensor, as You et al.'s Algorithm 2 reads (tests compare)."""
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -155,15 +189,32 @@ class LARS(torch.optim.Optimizer):
                 p.add_(state["momentum_buffer"], alpha=-group["lr"])
 
 
+FUSED_DEVICES = ("cpu", "cuda")   # where torch's fused SGD and AdamW kernels run
+
+
 def make_optimizer(name: str, parameter_groups, learning_rate: float, weight_decay: float,
-                   momentum: float = 0.9) -> torch.optim.Optimizer:
-    """"sgd" (momentum), "lars" or "adamw"."""
+                   momentum: float = 0.9, fused: bool | None = None) -> torch.optim.Optimizer:
+    """"sgd" (momentum), "lars" or "adamw".
+
+    SGD and AdamW use torch's fused kernels (one kernel for all parameters) when every parameter is
+    on a CPU or CUDA device (fused=None), or as asked; same rule, rounding aside. Measured on 1 CPU
+    thread for ResNet-18's 11 M parameters: SGD 30 -> 13 ms a step, AdamW 63 -> 17 ms (BENCHMARKS.md).
+    LARS updates each group's tensors together with torch._foreach_* operations.
+    """
+    parameter_groups = [dict(group, params=list(group["params"])) if isinstance(group, dict) else group
+                        for group in parameter_groups]
+    if fused is None and all(isinstance(group, dict) for group in parameter_groups):
+        devices = {p.device.type for group in parameter_groups for p in group["params"]}
+        fused = bool(devices) and devices <= set(FUSED_DEVICES)
+    elif fused is None:                                                  # a plain list of tensors
+        fused = all(p.device.type in FUSED_DEVICES for p in parameter_groups)
     if name == "sgd":
-        return torch.optim.SGD(parameter_groups, lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(parameter_groups, lr=learning_rate, momentum=momentum, weight_decay=weight_decay,
+                               fused=fused or None)
     if name == "lars":
         return LARS(parameter_groups, lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(parameter_groups, lr=learning_rate, weight_decay=weight_decay)
+        return torch.optim.AdamW(parameter_groups, lr=learning_rate, weight_decay=weight_decay, fused=fused or None)
     raise unknown_name("optimizer", name, ["sgd", "lars", "adamw"])
 
 

@@ -65,6 +65,57 @@ def test_lars_adapts_layers_by_shape_not_by_weight_decay_and_keeps_momentum_of_s
     assert torch.allclose(weight.detach(), w1 - 2.0 * (0.5 * u1 + u2), atol=1e-6)   # momentum of scaled steps
 
 
+def test_lars_updates_all_tensors_together_exactly_as_tensor_by_tensor():
+    """LARS.step (torch._foreach_* over each group) is reference_step (Algorithm 2 per tensor),
+    bit for bit, with weight decay, a zero weight (trust ratio 1), a group adapting its biases too,
+    a parameter without gradient, and momentum over several steps."""
+    torch.manual_seed(0)
+    shapes = [(4, 3), (4,), (2, 3, 3, 3), (5,), (3, 3)]
+    first = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
+    with torch.no_grad():
+        first[4].zero_()                                           # ||w|| = 0: trust ratio 1
+    second = [torch.nn.Parameter(p.detach().clone()) for p in first]
+
+    def groups(params):
+        return [{"params": params[:2]}, {"params": params[2:4], "weight_decay": 0.0, "lars_adapt_all": True},
+                {"params": params[4:]}]
+
+    fast = LARS(groups(first), lr=0.5, weight_decay=0.01, momentum=0.9, trust_coefficient=0.02)
+    reference = LARS(groups(second), lr=0.5, weight_decay=0.01, momentum=0.9, trust_coefficient=0.02)
+    for step in range(3):
+        for a, b in zip(first, second):
+            gradient = torch.randn(a.shape)
+            a.grad, b.grad = gradient.clone(), gradient.clone()
+        first[3].grad = second[3].grad = None if step == 1 else first[3].grad   # skipped at step 1
+        fast.step()
+        reference.reference_step()
+        for a, b in zip(first, second):
+            assert torch.equal(a, b)
+    assert not torch.equal(first[0], torch.zeros(4, 3))
+
+
+def test_sgd_and_adamw_use_fused_kernels_and_follow_the_same_rule():
+    from ssl_minimal.training import make_optimizer
+    torch.manual_seed(0)
+    for name in ("sgd", "adamw"):
+        fused_params = [torch.nn.Parameter(torch.randn(6, 4)), torch.nn.Parameter(torch.randn(4))]
+        plain_params = [torch.nn.Parameter(p.detach().clone()) for p in fused_params]
+        fused = make_optimizer(name, [{"params": fused_params}], 0.1, 0.01)
+        plain = make_optimizer(name, [{"params": plain_params}], 0.1, 0.01, fused=False)
+        assert fused.defaults["fused"] and not plain.defaults["fused"]
+        for _ in range(3):
+            for a, b in zip(fused_params, plain_params):
+                a.grad = torch.randn(a.shape)
+                b.grad = a.grad.clone()
+            fused.step(), plain.step()
+        for a, b in zip(fused_params, plain_params):
+            assert torch.allclose(a, b, atol=1e-6)
+    meta = [torch.nn.Parameter(torch.empty(3, device="meta"))]      # a device without fused kernels
+    assert not make_optimizer("sgd", [{"params": meta}], 0.1, 0.0).defaults["fused"]
+    with pytest.raises(SSLMinimalError, match="valid optimizers are: sgd, lars, adamw"):
+        make_optimizer("adam", [{"params": plain_params}], 0.1, 0.0)
+
+
 def test_a_parameter_group_can_scale_the_learning_rate_schedule(tiny_dataset):
     """fit sets every group's lr from the schedule, times the group's "lr_scale" (Barlow Twins, for
     one, gives biases and BatchNorm parameters a much smaller lr than the weights)."""
