@@ -32,6 +32,9 @@ from . import distributed, evaluate
 from .checks import SSLMinimalError, unknown_name
 
 CHECKPOINT_FORMAT = 1
+# On a GPU, fit reads the losses (a CPU-GPU wait) every this many steps, so the CPU can queue the
+# next steps' work meanwhile; a non-finite loss is then reported up to this many steps late.
+READ_LOSS_EVERY_STEPS = 20
 
 
 # ----------------------------------------------------------------------------------------------
@@ -53,6 +56,7 @@ class Budget:
     learning_rate: float | None = None  # None: the method's paper value scaled by batch_size / 256
     compile: bool = False               # torch.compile the encoder (GPU)
     sync_batch_norm: bool = False       # several processes: BatchNorm statistics over the global batch (GPUs)
+    read_loss_every_steps: int | None = None   # None: every step on CPU, every READ_LOSS_EVERY_STEPS on a GPU
 
     def backbone_for(self, method_class) -> str:
         """The backbone this budget gives a method: `vit_backbone` if the method's `architecture` is "vit"."""
@@ -218,6 +222,17 @@ def make_optimizer(name: str, parameter_groups, learning_rate: float, weight_dec
     raise unknown_name("optimizer", name, ["sgd", "lars", "adamw"])
 
 
+def loss_read_interval(budget: Budget, device: torch.device) -> int:
+    """Every how many steps `fit` reads the losses: the budget's `read_loss_every_steps`, else 1 on
+    a CPU (reading costs nothing there) and READ_LOSS_EVERY_STEPS on other devices."""
+    every = budget.read_loss_every_steps
+    if every is None:
+        return 1 if device.type == "cpu" else READ_LOSS_EVERY_STEPS
+    if not isinstance(every, int) or every < 1:
+        raise SSLMinimalError(f"read_loss_every_steps must be a positive whole number of steps, got {every!r}")
+    return every
+
+
 # ----------------------------------------------------------------------------------------------
 # History and checkpoints
 @dataclass
@@ -367,6 +382,9 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         e.g. {"z": lambda m: evaluate.collapse_diagnostics(evaluate.embeddings_of(m, probe_images))}.
     The optimiser gets `method.parameter_groups()`; every step sets each group's lr to the schedule's
     value times the group's optional "lr_scale" (default 1).
+    A non-finite loss stops the run with FloatingPointError naming its step. On a GPU the losses are
+    read every READ_LOSS_EVERY_STEPS steps (budget field `read_loss_every_steps`), so the error can
+    come that many steps later; the last checkpoint is always from before the bad step.
     Note: the dataset is used as given; `budget.train_samples` is applied by the caller
     (`ssl_minimal.train` or the CLI), because methods with a memory bank size it to the dataset.
     Several processes (torchrun): `budget.batch_size` is the global batch, each process trains on its
@@ -470,6 +488,8 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     step = start_step
     training_seconds = history.step_seconds[-1] if history.step_seconds else 0.0   # a resumed run continues
     order_epoch = None
+    read_loss_every = loss_read_interval(budget, device)
+    unread_losses: list[torch.Tensor] = []
     while step < end_step:
         step_started = time.perf_counter()
         epoch, position = divmod(step, steps_per_epoch)
@@ -484,13 +504,23 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
             group["lr"] = float(schedule[step]) * group.get("lr_scale", 1.0)
         with autocast:
             loss = step_function(images[indices], indices)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            bar.close()
-            raise FloatingPointError(
-                f"{method.name}: the loss became {loss_value} at step {step} (epoch {epoch}, lr "
-                f"{schedule[step]:.3g}). Likely causes: learning rate too high (try a smaller "
-                f"learning_rate or longer warm-up), a temperature too small, or bad input data.")
+        # Reading a loss makes the CPU wait for the device; off the CPU the losses of several steps
+        # are read at once (and always before an evaluation, a checkpoint or the end of the run).
+        unread_losses.append(loss.detach())
+        if (len(unread_losses) >= read_loss_every or (step + 1) % steps_per_epoch == 0 or step + 1 == end_step
+                or (step + 1) % budget.checkpoint_every_steps == 0):
+            values = torch.stack(unread_losses).tolist()                 # one wait for all of them
+            unread_losses.clear()
+            bad = [i for i, value in enumerate(values) if not math.isfinite(value)]
+            if bad:
+                bar.close()
+                bad_step = step - len(values) + 1 + bad[0]               # values[-1] is this step's loss
+                raise FloatingPointError(
+                    f"{method.name}: the loss became {values[bad[0]]} at step {bad_step} (epoch "
+                    f"{bad_step // steps_per_epoch}, lr {schedule[bad_step]:.3g}). Likely causes: learning rate "
+                    f"too high (try a smaller learning_rate or longer warm-up), a temperature too small, or "
+                    f"bad input data. The last checkpoint was written before it.")
+            history.loss.extend(values)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         method.after_backward(step / total_steps)
@@ -500,15 +530,17 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
 
         window_images += len(indices) * processes
         history.step.append(step), history.epoch.append(step / steps_per_epoch)
-        history.loss.append(loss_value), history.lr.append(float(schedule[step - 1]))
+        history.lr.append(float(schedule[step - 1]))
         elapsed = time.perf_counter() - window_start
         history.images_per_second.append(window_images / elapsed if elapsed > 0 else 0.0)
         if elapsed > 2.0:
             window_start, window_images = time.perf_counter(), 0
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{schedule[step - 1]:.3g}",
+        bar.set_postfix(loss=f"{history.loss[-1]:.3f}" if history.loss else "?", lr=f"{schedule[step - 1]:.3g}",
                         img_s=f"{history.images_per_second[-1]:.0f}")
-        training_seconds += time.perf_counter() - step_started       # loss.item() above waited for the GPU
+        # Off the CPU a step's time is only what the CPU spent launching it, until a step that reads
+        # the losses (it waits for the device): the sum is right there, i.e. at every epoch's end.
+        training_seconds += time.perf_counter() - step_started
         history.step_seconds.append(training_seconds)
 
         epoch_done, finished = step // steps_per_epoch, step == total_steps

@@ -179,6 +179,38 @@ def test_non_finite_loss_stops_with_the_step(tiny_dataset):
         fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, learning_rate=1e30, progress=False)
 
 
+def test_losses_read_every_few_steps_are_the_same_losses_and_a_bad_one_names_its_step(tiny_dataset):
+    """Off the CPU fit reads the losses every READ_LOSS_EVERY_STEPS steps (one CPU-GPU wait for
+    several steps); the values, and the step a non-finite loss is reported at, do not change."""
+    from ssl_minimal.training import READ_LOSS_EVERY_STEPS, loss_read_interval
+    histories = []
+    for every in (1, 3):
+        torch.manual_seed(0)
+        model = ssl_minimal.build("invaspread", dataset=tiny_dataset)
+        histories.append(fit(model, tiny_dataset, "smoke", epochs=2, batch_size=8, read_loss_every_steps=every,
+                             checkpoint_every_steps=5, progress=False))
+    assert len(histories[1].loss) == len(histories[1].step) == 16
+    assert histories[0].loss == histories[1].loss
+    for every in (1, 4):                          # the loss of step 5 (the 6th) is NaN; read at steps 3 and 7
+        torch.manual_seed(0)
+        model = ssl_minimal.build("invaspread", dataset=tiny_dataset)
+        original, calls = model.training_step, []
+
+        def training_step(images, indices, original=original, calls=calls):
+            calls.append(len(calls))
+            loss = original(images, indices)
+            return loss * float("nan") if len(calls) == 6 else loss
+
+        model.training_step = training_step
+        with pytest.raises(FloatingPointError, match=r"the loss became nan at step 5 \(epoch 0"):
+            fit(model, tiny_dataset, "smoke", epochs=1, batch_size=8, read_loss_every_steps=every, progress=False)
+    assert loss_read_interval(get_budget("gpu"), torch.device("cpu")) == 1
+    assert loss_read_interval(get_budget("gpu"), torch.device("cuda")) == READ_LOSS_EVERY_STEPS
+    assert loss_read_interval(get_budget("gpu", read_loss_every_steps=5), torch.device("cuda")) == 5
+    with pytest.raises(SSLMinimalError, match="positive whole number"):
+        loss_read_interval(get_budget("gpu", read_loss_every_steps=0), torch.device("cpu"))
+
+
 def test_batch_larger_than_dataset_is_caught_early(tiny_dataset):
     model = ssl_minimal.build("invaspread", dataset=tiny_dataset)
     with pytest.raises(SSLMinimalError, match="batch size 128 is larger than the dataset \\(64 images\\)"):
