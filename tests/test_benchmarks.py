@@ -314,3 +314,18 @@ def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path):
         names = archive.getnames()
     assert "./floor/throughput_floor.json" in names and "./instdisc/history.json" in names
     assert not any(name.endswith(".pt") for name in names)            # checkpoints stay on the machine
+
+
+def test_optimizer_benchmark_times_every_variant_on_the_parameters_fit_optimises():
+    bench = load_script("optimizer_step")
+    network = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    groups = bench.parameter_groups(network)
+    assert [len(g["params"]) for g in groups] == [1, 3] and groups[1]["weight_decay"] == 0.0
+    for p in network.parameters():
+        p.grad = torch.ones_like(p)
+    variants = bench.optimisers(groups)
+    assert {"SGD (fused, fit's)", "AdamW (fused, fit's)", "LARS (_foreach, fit's)", "LARS (per tensor)"} <= set(variants)
+    before = [p.detach().clone() for p in network.parameters()]
+    for optimiser, step_name in variants.values():       # every variant really steps
+        assert bench.time_steps(optimiser, step_name, 1, torch.device("cpu")) > 0
+    assert all(not torch.equal(a, b) for a, b in zip(before, network.parameters()))
