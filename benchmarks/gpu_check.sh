@@ -39,6 +39,8 @@ if [ "$SKIP_FLOOR" != 1 ]; then
     $PYTHON benchmarks/throughput_floor.py $FLOOR_METHODS $FLOOR_OPTIONS --output "$RUN_DIR/floor" 2>&1 | tee "$RUN_DIR/floor.log"
     [ "$DEVICE" = cuda ] && $PYTHON benchmarks/throughput_floor.py simclr_v1 $FLOOR_OPTIONS --compile \
         --output "$RUN_DIR/floor_compiled" 2>&1 | tee -a "$RUN_DIR/floor.log"
+    # one optimiser step: fused SGD/AdamW and _foreach LARS against their per-tensor versions (seconds)
+    $PYTHON benchmarks/optimizer_step.py --device "$DEVICE" --backbones resnet18 2>&1 | tee "$RUN_DIR/optimizer_step.log"
 fi
 
 # 2. Time to accuracy at the gpu budget (kNN k=200 on the 10,000 test images every 10 epochs).
