@@ -13,12 +13,12 @@ def test_budget_table_matches_the_code():
     assert set(BUDGETS) <= set(rows)
     for name, budget in BUDGETS.items():
         cells = [cell.strip() for cell in rows[name].split("|")]
-        assert cells[0] == budget.backbone
+        assert cells[0] == budget.backbone and cells[1] == budget.vit_backbone
         expected_images = f"{budget.train_samples:,}" if budget.train_samples else "all (50,000)"
-        assert cells[1] == expected_images, name
-        assert int(cells[2]) == budget.epochs and int(cells[3]) == budget.batch_size, name
-        assert float(cells[4]) == budget.warmup_epochs, name
-        assert cells[6] == f"{budget.checkpoint_every_steps:,} steps", name
+        assert cells[2] == expected_images, name
+        assert int(cells[3]) == budget.epochs and int(cells[4]) == budget.batch_size, name
+        assert float(cells[5]) == budget.warmup_epochs, name
+        assert cells[7] == f"{budget.checkpoint_every_steps:,} steps", name
 
 
 def test_lesson_tables_point_at_files_that_exist():
