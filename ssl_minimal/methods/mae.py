@@ -47,6 +47,7 @@ DECODER_DIM = 128       # ours (paper: 512, Table 1b). small_vit is 4 blocks of 
 DECODER_HEADS = 4       # ours: 32 channels per head, as the paper's 16 heads at width 512 (models_mae.py)
 NORM_PIX_LOSS = True    # Table 1d: per-patch normalised pixels are the better target (official --norm_pix_loss)
 NORM_PIX_EPS = 1e-6     # models_mae.py: (x - mean) / sqrt(var + 1e-6)
+VIT_BACKBONES = ("small_vit", "vit_tiny")
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -137,15 +138,13 @@ class MAE(Method):
             raise SSLMinimalError(f"mask_ratio must be in (0, 1) (the fraction of patches hidden), got {mask_ratio}")
         if not (isinstance(decoder_depth, int) and decoder_depth >= 1):
             raise SSLMinimalError(f"decoder_depth must be an int >= 1 (number of decoder blocks), got {decoder_depth!r}")
+        if backbone not in VIT_BACKBONES:
+            raise SSLMinimalError(f"MAE masks the patch tokens of a Vision Transformer; backbone {backbone!r} is not "
+                                  f"one: use one of {', '.join(VIT_BACKBONES)}")
         # Fixed sin-cos positions (Sec. 3), laid out for this image size, unless the caller says otherwise.
         encoder_options["backbone_options"] = {"position_embedding": "sincos", "image_size": image_size,
                                                **(encoder_options.get("backbone_options") or {})}
         super().__init__(backbone=backbone, image_size=image_size, **encoder_options)
-        if not isinstance(self.vit, VisionTransformer):
-            raise SSLMinimalError(f"MAE masks the patch tokens of a Vision Transformer; backbone {backbone!r} is not "
-                                  f"one: use 'small_vit' or 'vit_tiny'")
-        if image_size % self.vit.patch_size:
-            raise SSLMinimalError(f"image_size {image_size} must be a multiple of the patch size {self.vit.patch_size}")
         self.mask_ratio, self.norm_pix_loss, self.patch_size = mask_ratio, norm_pix_loss, self.vit.patch_size
         self.decoder = Decoder(self.vit.output_dim, image_size // self.patch_size, self.patch_size ** 2 * 3,
                                decoder_dim, decoder_depth, decoder_heads)
