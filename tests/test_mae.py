@@ -46,7 +46,7 @@ def test_patch_order_is_the_vit_token_order():
     vit = _model().vit
     images = torch.rand(2, 3, 32, 32)
     tokens = vit.patch_embedding(images).flatten(2).transpose(1, 2)                 # [B, N, D]
-    weight = vit.patch_embedding.weight.permute(0, 2, 3, 1).flatten(1)              # [D, p*p*3] as (row, column, channel)
+    weight = vit.patch_embedding.weight.permute(0, 2, 3, 1).flatten(1)    # [D, p*p*3] as (row, column, channel)
     assert torch.allclose(tokens, patchify(images, 8) @ weight.t() + vit.patch_embedding.bias, atol=1e-5)
 
 
@@ -149,7 +149,8 @@ def test_gradients_reach_every_parameter_of_encoder_and_decoder(tiny_dataset):
 
 def test_paper_recipe_and_defaults():
     model = ssl_minimal.build("mae")
-    assert (model.optimizer, model.learning_rate, model.weight_decay, model.adam_betas) == ("adamw", 1.5e-4, 0.05, (0.9, 0.95))
+    recipe = (model.optimizer, model.learning_rate, model.weight_decay, model.adam_betas)
+    assert recipe == ("adamw", 1.5e-4, 0.05, (0.9, 0.95))
     assert model.augment.name == "mae" and model.mask_ratio == 0.75 and model.norm_pix_loss
     assert model.encoder.name == "small_vit" and model.architecture == "vit"
     assert torch.equal(model.vit.position[0], sincos_position_embedding(4, 128))   # fixed sin-cos in the encoder
@@ -161,7 +162,8 @@ def test_paper_recipe_and_defaults():
 
 def test_fit_trains_with_the_papers_adamw(tiny_dataset, tmp_path):
     model = _model()
-    history = fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, progress=False, checkpoint_path=tmp_path / "mae.pt")
+    history = fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, progress=False,
+                  checkpoint_path=tmp_path / "mae.pt")
     assert len(history.loss) == 4 and all(torch.isfinite(torch.tensor(history.loss)))
     groups = load_checkpoint(tmp_path / "mae.pt")["optimizer"]["param_groups"]
     assert [tuple(g["betas"]) for g in groups] == [(0.9, 0.95)] * 2
