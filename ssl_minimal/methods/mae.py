@@ -166,8 +166,9 @@ class MAE(Method):
                     paste_visible: bool = False):
         """(masked input, reconstruction, mask) for a figure like the paper's Fig. 2: float [B, 3, H, W] in
         [0, 1] on CPU, one random mask per image (mask: 1 on masked pixels, grey in the masked input). With
-        norm_pix_loss each predicted patch gets its true patch's mean and std back. Like Fig. 2 the output is
-        the decoder's everywhere (worse on visible patches: no loss there); paste_visible shows the input there."""
+        norm_pix_loss each predicted patch gets its true patch's mean and std back (colours come from the
+        original: train with norm_pix_loss=False for an honest figure). Like Fig. 2 the output is the
+        decoder's everywhere (worse on visible patches: no loss there); paste_visible shows the input there."""
         check_images(images)
         x = images.to(self.decoder.mask_token.device)
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
