@@ -659,10 +659,19 @@ def cmc(image_size: int = 32, scale: tuple[float, float] = (0.2, 1.0)) -> Augmen
                                 Step(horizontal_flip, p=0.5)], "Tian et al. 2019, arXiv 1906.05849")
 
 
+def mae(image_size: int = 32, scale: tuple[float, float] = (0.2, 1.0), flip_p: float = 0.5) -> Augmentation:
+    """He et al. 2021, "Masked Autoencoders Are Scalable Vision Learners", arXiv 2111.06377, Appendix
+    A.1 (Table 8: "RandomResizedCrop") and the official code (facebookresearch/mae, main_pretrain.py):
+    random resized crop with scale (0.2, 1) and a horizontal flip, nothing else; masking is the
+    augmentation that matters. (The official crop resizes bicubically; ours, like every recipe here, bilinearly.)"""
+    return Augmentation("mae", [Step(random_resized_crop, size=image_size, scale=scale),
+                                Step(horizontal_flip, p=flip_p)], "He et al. 2021, arXiv 2111.06377, Appendix A.1")
+
+
 RECIPES: dict[str, Callable[..., Augmentation]] = {
     "instdisc": instdisc, "invaspread": invaspread, "simclr": simclr,
     "byol_view1": byol_view1, "byol_view2": byol_view2, "minimal": minimal,
-    "moco_v1": moco_v1, "moco_v2": moco_v2, "cpc": cpc, "cmc": cmc}
+    "moco_v1": moco_v1, "moco_v2": moco_v2, "cpc": cpc, "cmc": cmc, "mae": mae}
 
 
 def recipe(name: str, image_size: int = 32, **overrides) -> Augmentation:

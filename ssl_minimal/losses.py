@@ -260,3 +260,23 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, e
     on_diagonal = (torch.diagonal(c) - 1).pow(2).sum()
     off_diagonal = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
     return on_diagonal + lambd * off_diagonal
+
+
+# ----------------------------------------------------------------------------------------------
+# Masked image modelling (MAE)
+def mae_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalize_target: bool = True,
+             eps: float = 1e-6) -> torch.Tensor:
+    """MAE's reconstruction loss (He et al. 2021, "Masked Autoencoders Are Scalable Vision Learners",
+    arXiv 2111.06377, Sec. 3 "Reconstruction target"): the mean squared error of each patch's
+    pixels, averaged over the masked patches only (like BERT, visible patches carry no loss):
+
+        L = sum_i m_i * mean_j (prediction_ij - target_ij)^2 / sum_i m_i
+
+    prediction, target: [B, N, P] (P = p*p*3 pixel values per patch); mask: [B, N], 1 = masked.
+    normalize_target: each target patch becomes (x - mean) / sqrt(var + eps) over its own P values
+    (Table 1d "w/ norm"; unbiased variance and eps 1e-6 as the official models_mae.py).
+    """
+    if normalize_target:
+        target = (target - target.mean(dim=-1, keepdim=True)) / (target.var(dim=-1, keepdim=True) + eps).sqrt()
+    per_patch = (prediction - target).pow(2).mean(dim=-1)                   # [B, N]
+    return (per_patch * mask).sum() / mask.sum()

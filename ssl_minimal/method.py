@@ -32,6 +32,7 @@ class Method(nn.Module):
     learning_rate = 0.03       # for batch size 256
     weight_decay = 5e-4
     momentum = 0.9             # SGD momentum
+    adam_betas = (0.9, 0.999)  # AdamW's (beta1, beta2): torch's default; MAE uses (0.9, 0.95)
     augmentation = "instdisc"  # recipe name in augmentations.RECIPES
     architecture = "convnet"   # "vit": budgets give the method their `vit_backbone` instead of `backbone`
     epochs: int | None = None  # set by `fit` to the run's number of epochs (SwAV freezes its prototypes for one)

@@ -197,8 +197,9 @@ FUSED_DEVICES = ("cpu", "cuda")   # where torch's fused SGD and AdamW kernels ru
 
 
 def make_optimizer(name: str, parameter_groups, learning_rate: float, weight_decay: float,
-                   momentum: float = 0.9, fused: bool | None = None) -> torch.optim.Optimizer:
-    """"sgd" (momentum), "lars" or "adamw".
+                   momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999),
+                   fused: bool | None = None) -> torch.optim.Optimizer:
+    """"sgd" (momentum), "lars" or "adamw" (with Adam's `betas`; the default is torch's).
 
     SGD and AdamW use torch's fused kernels (one kernel for all parameters) when every parameter is
     on a CPU or CUDA device (fused=None), or as asked; same rule, rounding aside. Measured on 1 CPU
@@ -218,7 +219,8 @@ def make_optimizer(name: str, parameter_groups, learning_rate: float, weight_dec
     if name == "lars":
         return LARS(parameter_groups, lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(parameter_groups, lr=learning_rate, weight_decay=weight_decay, fused=fused or None)
+        return torch.optim.AdamW(parameter_groups, lr=learning_rate, betas=betas, weight_decay=weight_decay,
+                                 fused=fused or None)
     raise unknown_name("optimizer", name, ["sgd", "lars", "adamw"])
 
 
@@ -428,7 +430,7 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     learning_rate = budget.learning_rate or method.learning_rate * budget.batch_size / 256
     schedule = cosine_schedule(learning_rate, 0.0, total_steps, int(budget.warmup_epochs * steps_per_epoch))
     optimizer = make_optimizer(method.optimizer, method.parameter_groups(), learning_rate,
-                               method.weight_decay, method.momentum)
+                               method.weight_decay, method.momentum, method.adam_betas)
     step_function = torch.compile(trainer) if budget.compile else trainer
     history = History(budget=dataclasses.asdict(budget))
     start_step = 0

@@ -364,6 +364,8 @@ def test_recipe_repr_lists_ops_and_paper_values():
     assert "hue=0.4, p=1.0" in repr(A.recipe("instdisc"))
     assert "strength" not in repr(A.recipe("simclr", 32, strength=1.0))
     assert "brightness=0.8" in repr(A.recipe("simclr", 32, strength=1.0))
+    mae = [repr(step) for step in A.recipe("mae", 32).steps]      # MAE: crop (scale 0.2-1) and flip, nothing else
+    assert mae == ["random_resized_crop(size=32, scale=(0.2, 1))", "horizontal_flip(p=0.5)"]
 
 
 def test_multi_crop_shapes():

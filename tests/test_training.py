@@ -9,7 +9,7 @@ import torch
 
 import ssl_minimal
 from ssl_minimal.checks import SSLMinimalError
-from ssl_minimal.training import LARS, History, cosine_schedule, fit, get_budget, load_checkpoint
+from ssl_minimal.training import LARS, History, cosine_schedule, fit, get_budget, load_checkpoint, make_optimizer
 
 
 def test_cosine_schedule_warmup_then_cosine():
@@ -127,6 +127,19 @@ def test_a_parameter_group_can_scale_the_learning_rate_schedule(tiny_dataset):
     fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, max_steps=2, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(before_biases, biases))
     assert not all(torch.equal(a, b) for a, b in zip(before_weights, weights))
+
+
+def test_adamw_takes_the_methods_betas_and_keeps_torchs_default(tiny_dataset, tmp_path):
+    """A method's `adam_betas` reach fit's AdamW (MAE: (0.9, 0.95)); the default stays torch's (0.9, 0.999)."""
+    weight = torch.nn.Parameter(torch.ones(2, 2))
+    assert make_optimizer("adamw", [weight], 0.1, 0.0).defaults["betas"] == (0.9, 0.999)
+    assert make_optimizer("adamw", [weight], 0.1, 0.0, betas=(0.9, 0.95)).defaults["betas"] == (0.9, 0.95)
+    model = ssl_minimal.build("cpc", dataset=tiny_dataset)
+    model.adam_betas = (0.8, 0.9)
+    fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, max_steps=1, progress=False,
+        checkpoint_path=tmp_path / "cpc.pt")
+    groups = load_checkpoint(tmp_path / "cpc.pt")["optimizer"]["param_groups"]
+    assert all(tuple(group["betas"]) == (0.8, 0.9) for group in groups)
 
 
 def _instdisc(dataset):

@@ -6,6 +6,7 @@ from .cmc import CMC
 from .cpc import CPC
 from .instdisc import InstDisc
 from .invaspread import InvaSpread
+from .mae import MAE
 from .moco import MoCoV1, MoCoV2
 from .simclr import SimCLR
 from .simclr_v2 import SimCLRv2
@@ -25,4 +26,5 @@ METHODS = {
     "byol": BYOL,
     "simsiam": SimSiam,
     "barlow_twins": BarlowTwins,
+    "mae": MAE,
 }
