@@ -7,6 +7,7 @@ from .cpc import CPC
 from .instdisc import InstDisc
 from .invaspread import InvaSpread
 from .moco import MoCoV1, MoCoV2
+from .moco_v3 import MoCoV3
 from .simclr import SimCLR
 from .simclr_v2 import SimCLRv2
 from .simsiam import SimSiam
@@ -25,4 +26,5 @@ METHODS = {
     "byol": BYOL,
     "simsiam": SimSiam,
     "barlow_twins": BarlowTwins,
+    "moco_v3": MoCoV3,
 }
