@@ -127,6 +127,18 @@ def test_patch_embedding_is_a_frozen_random_projection_unless_asked(tiny_dataset
         assert torch.allclose(key_patch, initial, rtol=0, atol=1e-7) is freeze   # the EMA of a constant is it
 
 
+def test_heads_are_the_official_mlps_with_batch_norm_on_every_layer():
+    """Projector 3 layers, predictor 2, Linear without bias, BN after each (the last without affine)."""
+    model = _model()
+    for head, layers in ((model.projector, 3), (model.predictor, 2)):
+        linears = [m for m in head if isinstance(m, torch.nn.Linear)]
+        norms = [m for m in head if isinstance(m, torch.nn.BatchNorm1d)]
+        assert len(linears) == len(norms) == layers and all(m.bias is None for m in linears)
+        assert isinstance(head[-1], torch.nn.BatchNorm1d) and not head[-1].affine
+        assert all(norm.affine for norm in norms[:-1])
+    assert model.projector[-1].num_features == model.predictor[-1].num_features == 16
+
+
 def test_vit_uses_the_fixed_sincos_position_embedding():
     model = _model()
     vit = model.encoder.backbone
