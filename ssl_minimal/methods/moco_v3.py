@@ -66,9 +66,11 @@ class MoCoV3(Method):
         if not temperature > 0:
             raise SSLMinimalError(f"MoCo v3 temperature must be > 0 (paper: {TEMPERATURE}), got {temperature}")
         if not 0 <= base_momentum <= 1:
-            raise SSLMinimalError(f"MoCo v3 base_momentum must be in [0, 1] (paper: {BASE_MOMENTUM}), got {base_momentum}")
+            raise SSLMinimalError(f"MoCo v3 base_momentum must be in [0, 1] (paper: {BASE_MOMENTUM}), "
+                                  f"got {base_momentum}")
         if min(hidden_dim, projection_dim) < 1:
-            raise SSLMinimalError(f"MoCo v3 hidden_dim and projection_dim must be >= 1, got {hidden_dim} and {projection_dim}")
+            raise SSLMinimalError(f"MoCo v3 hidden_dim and projection_dim must be >= 1, got {hidden_dim} and "
+                                  f"{projection_dim}")
         # Fixed 2-D sin-cos position embedding (Sec. 5 / vits.py), for this image size.
         backbone_options = {"position_embedding": "sincos", "image_size": image_size, **(backbone_options or {})}
         super().__init__(backbone=backbone, image_size=image_size, backbone_options=backbone_options,
