@@ -19,9 +19,9 @@ The helpers below are what a method needs when its loss spans the whole global b
 process every one of them returns its input unchanged, so method files call them unconditionally:
 
 - `gather_with_gradient(x)`: the embeddings of every process, concatenated in rank order, with the
-  gradient flowing back to the process that computed each row (SimCLR's negatives, CLIP, MoCo v3).
+  gradient flowing back to the process that computed each row (SimCLR's negatives, CLIP).
 - `gather(x)`: the same without gradient (MoCo's and SwAV's queue, a memory bank's rows, the key
-  images of MoCo's shuffling BN).
+  images of MoCo's shuffling BN, MoCo v3's keys).
 - `all_reduce_sum(x)`, `all_reduce_max(x)`: sums / maxima over processes (SwAV's Sinkhorn
   normalisation over the global batch, DINO's centre).
 - `broadcast(x)`: rank 0's tensor on every process (MoCo's shuffling-BN permutation).

@@ -262,8 +262,27 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, e
     return on_diagonal + lambd * off_diagonal
 
 
-# ----------------------------------------------------------------------------------------------
-# Masked image modelling (MAE)
+# Vision Transformers: MoCo v3
+def moco_v3_contrastive_loss(q: torch.Tensor, k: torch.Tensor, temperature: float, offset: int = 0) -> torch.Tensor:
+    """MoCo v3's ctr(q, k) (Chen, Xie & He 2021, "An Empirical Study of Training Self-Supervised Vision
+    Transformers", arXiv 2104.02057, Algorithm 1): InfoNCE against the keys of the same batch, times 2 tau.
+
+        logits = q k^T / tau                     # [N, M], row i: query i against every key
+        labels = offset + range(N)               # the positive of query i is key offset + i
+        ctr(q, k) = 2 tau * CrossEntropy(logits, labels)
+
+    q: [N, C] queries (this process's rows); k: [M, C] keys of the whole global batch (M = N in one
+    process, W N over W processes, whose rank r passes offset r N). Both L2-normalised by the caller,
+    as for `info_nce`. With offset 0 and M = N it is 2 tau * info_nce_in_batch(q, k, tau). The factor
+    2 tau is the paper's (Algorithm 1; official code moco/builder.py): it cancels the 1/tau that the
+    logits put into the gradient, so the size of a step depends less on the choice of tau.
+    """
+    logits = q @ k.t() / temperature                                          # [N, M]
+    labels = offset + torch.arange(q.shape[0], device=q.device)               # [N]
+    return 2 * temperature * F.cross_entropy(logits, labels)
+
+
+# Masked image modelling: MAE
 def mae_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalize_target: bool = True,
              eps: float = 1e-6) -> torch.Tensor:
     """MAE's reconstruction loss (He et al. 2021, "Masked Autoencoders Are Scalable Vision Learners",

@@ -8,6 +8,7 @@ from .instdisc import InstDisc
 from .invaspread import InvaSpread
 from .mae import MAE
 from .moco import MoCoV1, MoCoV2
+from .moco_v3 import MoCoV3
 from .simclr import SimCLR
 from .simclr_v2 import SimCLRv2
 from .simsiam import SimSiam
@@ -26,5 +27,6 @@ METHODS = {
     "byol": BYOL,
     "simsiam": SimSiam,
     "barlow_twins": BarlowTwins,
+    "moco_v3": MoCoV3,
     "mae": MAE,
 }
