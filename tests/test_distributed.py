@@ -41,6 +41,8 @@ BATCH = 16            # the global batch: 8 images per process
 WORLD = 2
 SWAV_OPTIONS = dict(hidden_dim=32, projection_dim=16, num_prototypes=10, num_local_crops=2, image_size=16,
                     queue_size=16, freeze_prototypes_epochs=0)   # queue used from step 2; prototypes train
+SMALL_VIT = {"dim": 16, "depth": 1, "heads": 2, "patch_size": 4}
+VIT_OPTIONS = {"moco_v3": dict(backbone_options=SMALL_VIT, hidden_dim=32, projection_dim=16)}
 
 
 def _dataset() -> ImageDataset:
@@ -71,13 +73,20 @@ def _fixed_multi_crop(images, global_size, local_size, num_global=2, num_local=6
 def _model(name: str, batch_norm: bool = False, random_views: bool = False, **options) -> nn.Module:
     torch.manual_seed(0)
     options = {**(SWAV_OPTIONS if name == "swav" else {}), **({"projection_dim": 16} if name == "barlow_twins" else {}), **({"num_noise": 8, "bank_init": "random"} if name == "instdisc" else {}),
-               **options}
-    model = ssl_minimal.build(name, dataset=_dataset(), backbone_options={"width": 8}, **options)
+               **(VIT_OPTIONS.get(name, {})), **options}
+    options.setdefault("backbone_options", {"width": 8})
+    model = ssl_minimal.build(name, dataset=_dataset(), **options)
     if not batch_norm:                                       # see the module docstring
         for module_name, module in list(model.named_modules()):
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 parent, _, child = module_name.rpartition(".")
                 setattr(model.get_submodule(parent), child, nn.Identity())
+    if name in VIT_OPTIONS:
+        # Plain SGD instead of the paper's AdamW: attention's key bias has an exactly-zero gradient
+        # (adding q.b to every logit of a row leaves its softmax unchanged), so it only gets rounding
+        # noise (~1e-10), different in 1 and 2 processes, and Adam, dividing each gradient by its own
+        # size, turns that noise into full-size steps. SGD keeps noise noise.
+        model.optimizer = "sgd"
     if not random_views:
         model.augment = ToFloat()                            # the same views in every process
         if hasattr(model, "augment_prime"):                  # Barlow Twins' second view: the mirror image
@@ -159,7 +168,7 @@ def _cli_with_sync_batch_norm(folder: Path) -> tuple[int, str]:
 SINKHORN_SCORES = torch.randn(12, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.3
 SINKHORN_SCORES[9, 2] = 1.0             # the largest score is in process 1's rows
 MOCO_IMAGES = torch.rand(BATCH, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-TRAINED = ["invaspread", "simclr_v1", "simclr_v2", "swav", "instdisc", "barlow_twins"]
+TRAINED = ["invaspread", "simclr_v1", "simclr_v2", "swav", "instdisc", "barlow_twins", "moco_v3"]
 SCENARIOS = {**{name: functools.partial(_train, name=name) for name in TRAINED},
              "sinkhorn": _sinkhorn, "moco_keys": _moco_keys, "moco_queue": _moco_queue,
              "checkpoint": _checkpoint_and_resume, "sync_batch_norm": _cli_with_sync_batch_norm}
@@ -219,11 +228,12 @@ def fixed_multi_crop(monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # 2 processes = 1 process on the global batch
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["invaspread", "simclr_v1", "simclr_v2", "swav", "barlow_twins"])
+@pytest.mark.parametrize("name", ["invaspread", "simclr_v1", "simclr_v2", "swav", "barlow_twins", "moco_v3"])
 def test_two_processes_take_the_same_steps_as_one_on_the_global_batch(two_processes, fixed_multi_crop, name):
     """2 processes x 8 images must give the loss and parameters of 1 process x 16 images: InvaSpread's
     and SimCLR's negatives and Barlow Twins' cross-correlation span the global batch (gather_with_gradient), SwAV's Sinkhorn partitions
-    the global batch and its queue (queue_size 16: used at step 2), and DDP averages the gradients.
+    the global batch and its queue (queue_size 16: used at step 2), MoCo v3's queries meet the keys of
+    the global batch (gather: keys have no gradient), and DDP averages the gradients.
     Two LARS/SGD steps, so the second step also checks that the first left every process the same."""
     rank0, rank1 = two_processes(name)
     single = _model(name)
@@ -231,12 +241,13 @@ def test_two_processes_take_the_same_steps_as_one_on_the_global_batch(two_proces
     for key, value in single.state_dict().items():
         assert torch.equal(rank0["state"][key], rank1["state"][key]), f"{key} differs between the two processes"
         assert torch.allclose(rank0["state"][key], value, atol=1e-5), f"{key}: 2 processes != 1 process"
-    # SwAV's loss is each process's mean over its own rows; the contrastive losses are global on every process.
+    # SwAV's and MoCo v3's losses are each process's mean over its own rows (queries); the other
+    # contrastive losses are global on every process.
     mean_loss = [(a + b) / 2 for a, b in zip(rank0["loss"], rank1["loss"])]
     assert mean_loss == pytest.approx(history.loss, abs=1e-5)
-    if name != "swav":
+    if name not in ("swav", "moco_v3"):
         assert rank0["loss"] == pytest.approx(rank1["loss"], abs=1e-6)
-    first_layer = "encoder.backbone.layers.0.0.weight"
+    first_layer = "encoder.backbone.blocks.0.attention.qkv.weight" if name in VIT_OPTIONS else "encoder.backbone.layers.0.0.weight"
     assert not torch.allclose(single.state_dict()[first_layer], _model(name).state_dict()[first_layer])   # it trained
 
 
