@@ -260,3 +260,24 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, e
     on_diagonal = (torch.diagonal(c) - 1).pow(2).sum()
     off_diagonal = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
     return on_diagonal + lambd * off_diagonal
+
+
+# ----------------------------------------------------------------------------------------------
+# Self-distillation: DINO
+def dino_loss(student_logits: list[torch.Tensor], teacher_logits: list[torch.Tensor], center: torch.Tensor,
+              student_temperature: float = 0.1, teacher_temperature: float = 0.04) -> torch.Tensor:
+    """DINO's cross-entropy between teacher and student (Caron et al. 2021, "Emerging Properties in
+    Self-Supervised Vision Transformers", arXiv 2104.14294, Eq. 3 and Algorithm 1):
+
+        P_t = softmax((t - C) / tau_t)      the teacher's output, centred and sharpened
+        P_s = softmax(s / tau_s)            the student's output (no centre)
+        H(P_t, P_s) = -sum_k P_t^(k) log P_s^(k),  averaged over the batch
+        loss = mean over pairs (a, b), a != b, of H(P_t(crop a), P_s(crop b))          (Eq. 3)
+
+    student_logits: one [B, K] tensor per crop (the global crops first, then the local ones);
+    teacher_logits: one [B, K] tensor per global crop; center: C [K]. A teacher crop is never
+    compared with the student's output for the same crop. The teacher's stop-gradient belongs to
+    the caller. With P_t in place of SwAV's codes this is SwAV's swapped prediction, so it reuses it.
+    """
+    targets = [torch.softmax((t.float() - center) / teacher_temperature, dim=1) for t in teacher_logits]
+    return swav_loss([s.float() for s in student_logits], targets, student_temperature)

@@ -4,6 +4,7 @@ from .barlow_twins import BarlowTwins
 from .byol import BYOL
 from .cmc import CMC
 from .cpc import CPC
+from .dino import DINO
 from .instdisc import InstDisc
 from .invaspread import InvaSpread
 from .moco import MoCoV1, MoCoV2
@@ -25,4 +26,5 @@ METHODS = {
     "byol": BYOL,
     "simsiam": SimSiam,
     "barlow_twins": BarlowTwins,
+    "dino": DINO,
 }
