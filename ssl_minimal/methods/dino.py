@@ -4,31 +4,26 @@ Mathilde Caron, Hugo Touvron, Ishan Misra, Hervé Jégou, Julien Mairal, Piotr B
 ICCV 2021. arXiv:2104.14294.
 
 The idea: self-distillation with no labels. A student network learns to give, over K output
-dimensions, the probabilities that a momentum teacher (an average of past students) gives for
-another view of the same image; the teacher sees only the two global crops, the student every
-crop. Collapse is avoided by centring the teacher's outputs (subtract a running mean C) and
-sharpening them (a low teacher temperature).
+dimensions, the probabilities that a momentum teacher (an average of past students) gives for other
+views of the same image; the teacher sees only the two global crops, the student every crop.
+Collapse is avoided by centring the teacher's outputs (subtract a running mean C) and sharpening
+them (a low teacher temperature).
 
-Code follows the paper's Algorithm 1, Eqs. 3-4 and the official main_dino.py (facebookresearch/dino):
+Code follows the paper's Algorithm 1 and Eqs. 3-4, with the official main_dino.py (facebookresearch/dino):
     s = g_s(every crop);  t = g_t(the two global crops) under no_grad              [B, K] per crop
     loss = mean over pairs a != b of H(t_a, s_b),  H(t, s) = -sum softmax((t - C) / tau_t) log softmax(s / tau_s)
     teacher <- l teacher + (1 - l) student,  l cosine from 0.996 to 1              (Sec. 3.1)
     C <- m C + (1 - m) mean over the global batch of t,  m = 0.9                   (Eq. 4)
-Head (Sec. 3.1, DINOHead in the repo): 3-layer MLP, hidden 2048, GELU, no BatchNorm (ViT) -> 256,
-L2-normalised, then a weight-normalised Linear(256, K) whose norm is fixed at 1 (norm_last_layer).
-Evaluation uses the teacher, as the paper does (Sec. 5.2: the teacher beats the student all along
-training; eval_knn.py reads the teacher), so `self.encoder` is the teacher's backbone here and
-`self.student_encoder` is the network the optimiser trains.
-Optimisation (Sec. 3.2, main_dino.py): AdamW, lr 0.0005 x B/256, weight decay cosine 0.04 -> 0.4,
-each parameter's gradient norm clipped at 3, last layer frozen during the first epoch. Crops
-(main_dino.py): 2 global (scale 0.4-1) with BYOL's two augmentations (Sec. 3.2; recipes byol_view1
-and byol_view2), 8 local (scale 0.05-0.4) at 96/224 of the side: 16 px at 32 px, a multiple of
-small_vit's 8 px patches (the ViT resizes its position embedding). Stochastic depth is left out.
-Collapse lesson (Sec. 5.3, Fig. 7): `centering=False` keeps sharpening only and the output collapses
-onto one dominant dimension (the teacher's entropy -> 0); `sharpening=False` sets tau_t = tau_s and
-centring alone drives it to the uniform distribution (entropy -> log K). In both the KL between
-teacher and student goes to 0; `collapse_statistics` measures both curves. `attention_maps` gives
-the [CLS] attention of the last block, per head, as in Fig. 1 and 3.
+Head (Sec. 3.1): MLP (hidden 2048, GELU, no BatchNorm with a ViT) -> 256, L2-normalised, weight-normalised
+Linear to K. Crops (main_dino.py): 2 global (BYOL's two augmentations, Sec. 3.2) + 8 local at 96/224 of
+the side: 16 px at 32 px, a multiple of small_vit's 8 px patches. No stochastic depth here. The teacher
+"has better performance than the student throughout the training" (Sec. 3.1) and the repo evaluates
+it (eval_knn.py), so `self.encoder` is the teacher's backbone, `self.student_encoder` the trained one.
+Collapse lesson (Sec. 5.3, Fig. 7): `centering=False` leaves sharpening alone and one dimension comes
+to dominate (the teacher's entropy -> 0); `sharpening=False` (tau_t = tau_s) leaves centring alone
+and the output goes uniform (entropy -> log K); either way the teacher-student KL -> 0, and
+`collapse_statistics` measures both. `attention_maps` gives the last block's [CLS] attention per
+head (Fig. 1, 3); visualize.plot_attention_maps draws it.
 """
 
 from __future__ import annotations
@@ -38,7 +33,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import augmentations, distributed, evaluate, losses
-from ..augmentations import Augmentation, Step
 from ..checks import SSLMinimalError, check_images
 from ..heads import mlp
 from ..method import Method
@@ -46,7 +40,7 @@ from ..momentum import cosine_momentum, momentum_copy, momentum_update
 
 HIDDEN_DIM = 2048             # Sec. 3.1: 3-layer MLP with hidden dimension 2048
 BOTTLENECK_DIM = 256          # main_dino.py DINOHead: bottleneck_dim 256, L2-normalised
-OUTPUT_DIM = 4096             # ours: K for CIFAR-10 (paper 65536 on ImageNet; solo-learn's CIFAR config uses 4096)
+OUTPUT_DIM = 4096             # ours: K for CIFAR-10, as solo-learn's CIFAR config (paper: 65536 on ImageNet)
 STUDENT_TEMPERATURE = 0.1     # Sec. 3.2: tau_s = 0.1
 TEACHER_TEMPERATURE = 0.04    # main_dino.py default: tau_t = 0.04 throughout (--teacher_temp)
 WARMUP_TEACHER_TEMPERATURE = 0.04  # main_dino.py --warmup_teacher_temp; Sec. 3.2: 0.04 -> 0.07 over 30 epochs
@@ -87,32 +81,27 @@ class DINO(Method):
     augmentation = "byol_view1"
     architecture = "vit"
 
-    def __init__(self, output_dim: int = OUTPUT_DIM, hidden_dim: int = HIDDEN_DIM, bottleneck_dim: int = BOTTLENECK_DIM,
-                 student_temperature: float = STUDENT_TEMPERATURE, teacher_temperature: float = TEACHER_TEMPERATURE,
+    def __init__(self, output_dim: int = OUTPUT_DIM, hidden_dim: int = HIDDEN_DIM,
+                 bottleneck_dim: int = BOTTLENECK_DIM, student_temperature: float = STUDENT_TEMPERATURE,
+                 teacher_temperature: float = TEACHER_TEMPERATURE,
                  warmup_teacher_temperature: float = WARMUP_TEACHER_TEMPERATURE,
                  teacher_warmup_epochs: float = TEACHER_WARMUP_EPOCHS, center_momentum: float = CENTER_MOMENTUM,
                  base_momentum: float = BASE_MOMENTUM, num_local_crops: int = NUM_LOCAL_CROPS,
                  local_size: int | None = None, global_scale: tuple[float, float] = GLOBAL_SCALE,
                  freeze_last_layer_epochs: float = FREEZE_LAST_LAYER_EPOCHS, centering: bool = True,
-                 sharpening: bool = True, image_size: int = 32,
-                 backbone: str = "small_vit", **encoder_options):
+                 sharpening: bool = True, image_size: int = 32, backbone: str = "small_vit", **encoder_options):
         super().__init__(backbone=backbone, image_size=image_size, **encoder_options)
         if not sharpening:     # the collapse lesson: the teacher as soft as the student
             teacher_temperature = warmup_teacher_temperature = student_temperature
-        self.tau_s, self.tau_t_start, self.tau_t_end = student_temperature, warmup_teacher_temperature, teacher_temperature
-        self.teacher_warmup_epochs, self.center_momentum, self.centering = teacher_warmup_epochs, center_momentum, centering
-        self.base_momentum = self.teacher_momentum = base_momentum
-        self.freeze_last_layer_epochs = freeze_last_layer_epochs
-        self.image_size, self.local_size, self.num_local_crops = image_size, local_size or image_size // 2, num_local_crops
-        # Crops: BYOL's two views for the global crops, flip + colour + blur p=0.5 after each local crop.
+        self.tau_s = student_temperature
+        self.tau_t_start, self.tau_t_end = warmup_teacher_temperature, teacher_temperature
+        self.teacher_warmup_epochs, self.freeze_last_layer_epochs = teacher_warmup_epochs, freeze_last_layer_epochs
+        self.center_momentum, self.centering, self.base_momentum = center_momentum, centering, base_momentum
+        self.teacher_momentum = base_momentum
+        self.local_size, self.num_local_crops = local_size or image_size // 2, num_local_crops
         self.augment = augmentations.recipe("byol_view1", image_size, scale=global_scale)        # x_1^g
         self.augment_prime = augmentations.recipe("byol_view2", image_size, scale=global_scale)  # x_2^g
-        self.augment_local = Augmentation("dino_local", [
-            Step(augmentations.horizontal_flip, p=0.5),
-            Step(augmentations.color_jitter, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8),
-            Step(augmentations.random_grayscale, p=0.2),
-            Step(augmentations.gaussian_blur, p=0.5, kernel_size=augmentations.default_kernel_size(self.local_size))],
-            "Caron et al. 2021, main_dino.py DataAugmentationDINO, local crops")
+        self.augment_local = augmentations.recipe("dino_local", self.local_size, scale=LOCAL_SCALE)
         # student g_s = student_head(student_encoder(x)); teacher g_t: copies that get no gradient
         self.student_encoder = self.encoder
         self.student_head = DINOHead(self.student_encoder.output_dim, hidden_dim, bottleneck_dim, output_dim)
@@ -140,10 +129,8 @@ class DINO(Method):
         global_crops = torch.cat([self.augment(images), self.augment_prime(images)])          # [2B, 3, 32, 32]
         s = list(self.student(global_crops).chunk(2))                                        # 2 x [B, K]
         if self.num_local_crops:
-            local_crops = augmentations.multi_crop(images, self.image_size, self.local_size, num_global=0,
-                                                   num_local=self.num_local_crops, local_scale=LOCAL_SCALE,
-                                                   augment=self.augment_local)              # [B, 3, 16, 16] each
-            s += list(self.student(torch.cat(local_crops)).chunk(self.num_local_crops))
+            local_crops = torch.cat([self.augment_local(images) for _ in range(self.num_local_crops)]) # [nB, 3, 16, 16]
+            s += list(self.student(local_crops).chunk(self.num_local_crops))
         with torch.no_grad():                             # stop-gradient: the teacher only gives targets
             t = self.teacher(global_crops)                # [2B, K]: the teacher sees the global crops only
         center = self.center if self.centering else torch.zeros_like(self.center)
@@ -166,7 +153,8 @@ class DINO(Method):
 
     def after_optimizer_step(self, progress: float) -> None:
         self.teacher_momentum = cosine_momentum(self.base_momentum, progress)   # l: 0.996 -> 1
-        momentum_update(self.encoder, self.student_encoder, self.teacher_momentum)   # teacher <- l teacher + (1 - l) student
+        # teacher <- l teacher + (1 - l) student
+        momentum_update(self.encoder, self.student_encoder, self.teacher_momentum)
         momentum_update(self.teacher_head, self.student_head, self.teacher_momentum)
         self.tau_t.fill_(self.teacher_temperature_at(progress))                 # for the next step
 
@@ -186,16 +174,15 @@ class DINO(Method):
 
 @torch.no_grad()
 def attention_maps(method: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """What the [CLS] token attends to in the last block of `method.encoder` (DINO's teacher), per head:
-    [B, heads, g, g] for images [B, 3, H, W] with g = H / patch size. [CLS]'s attention to itself is left
-    out and each map is rescaled to sum to 1 over the patches (visualize_attention.py does so too)."""
+    """The last block's attention of [CLS] to the patches in `method.encoder` (DINO: the teacher), per
+    head, as [B, heads, g, g] for images [B, 3, H, W], g = H / patch size. Each map is rescaled to sum
+    to 1 over the patches ([CLS]'s attention to itself left out, as in visualize_attention.py)."""
     backbone = method.encoder.backbone
     if not hasattr(backbone, "last_self_attention"):
         raise SSLMinimalError(f"attention maps need a Vision Transformer encoder ('small_vit' or 'vit_tiny'), "
                               f"got {method.encoder.name!r}")
     check_images(images)
-    device = next(method.encoder.parameters()).device
-    x = images.to(device)
+    x = images.to(next(method.encoder.parameters()).device)
     x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
     with evaluate.evaluation_mode(method.encoder):
         attention = backbone.last_self_attention(method.encoder.normalize(x))[:, :, 0, 1:]   # [B, h, N]
