@@ -274,6 +274,8 @@ def dino_loss(student_logits: list[torch.Tensor], teacher_logits: list[torch.Ten
         H(P_t, P_s) = -sum_k P_t^(k) log P_s^(k),  averaged over the batch
         loss = mean over pairs (a, b), a != b, of H(P_t(crop a), P_s(crop b))          (Eq. 3)
 
+    (Eq. 3 sums over the pairs; main_dino.py's DINOLoss averages, as here.)
+
     student_logits: one [B, K] tensor per crop (the global crops first, then the local ones);
     teacher_logits: one [B, K] tensor per global crop; center: C [K]. A teacher crop is never
     compared with the student's output for the same crop. The teacher's stop-gradient belongs to
