@@ -128,8 +128,8 @@ class DINO(Method):
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         global_crops = torch.cat([self.augment(images), self.augment_prime(images)])          # [2B, 3, 32, 32]
         s = list(self.student(global_crops).chunk(2))                                        # 2 x [B, K]
-        if self.num_local_crops:
-            local_crops = torch.cat([self.augment_local(images) for _ in range(self.num_local_crops)]) # [nB, 3, 16, 16]
+        if self.num_local_crops:                                                            # [nB, 3, 16, 16]
+            local_crops = torch.cat([self.augment_local(images) for _ in range(self.num_local_crops)])
             s += list(self.student(local_crops).chunk(self.num_local_crops))
         with torch.no_grad():                             # stop-gradient: the teacher only gives targets
             t = self.teacher(global_crops)                # [2B, K]: the teacher sees the global crops only
