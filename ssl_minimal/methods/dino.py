@@ -43,6 +43,8 @@ BOTTLENECK_DIM = 256          # main_dino.py DINOHead: bottleneck_dim 256, L2-no
 OUTPUT_DIM = 4096             # ours: K for CIFAR-10, as solo-learn's CIFAR config (paper: 65536 on ImageNet)
 STUDENT_TEMPERATURE = 0.1     # Sec. 3.2: tau_s = 0.1
 TEACHER_TEMPERATURE = 0.04    # main_dino.py default: tau_t = 0.04 throughout (--teacher_temp)
+# (In 100-step CPU runs 0.04 drifts towards uniform outputs and 0.02 does not; lowering tau_t against
+# collapse is the authors' advice, facebookresearch/dino issue #43.)
 WARMUP_TEACHER_TEMPERATURE = 0.04  # main_dino.py --warmup_teacher_temp; Sec. 3.2: 0.04 -> 0.07 over 30 epochs
 TEACHER_WARMUP_EPOCHS = 0     # main_dino.py default (the paper's runs: 30, with tau_t 0.07 at the end)
 CENTER_MOMENTUM = 0.9         # main_dino.py DINOLoss: center_momentum = 0.9 (m in Eq. 4)
