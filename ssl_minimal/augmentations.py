@@ -608,6 +608,21 @@ def byol_view2(image_size: int = 32, scale: tuple[float, float] = (0.08, 1.0), b
     return _byol(2, image_size, scale, blur_p, solarize_p)
 
 
+def dino_local(image_size: int = 16, scale: tuple[float, float] = (0.05, 0.4), blur_p: float = 0.5) -> Augmentation:
+    """Caron et al. 2021, "Emerging Properties in Self-Supervised Vision Transformers", arXiv 2104.14294,
+    main_dino.py DataAugmentationDINO: DINO's small local crops (its two global crops are BYOL's two
+    views at scale 0.4-1). Crop scale 0.05-0.4 resized to `image_size` (96 px for 224 px images; 16 px
+    for 32 px ones), flip 0.5, colour jitter (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale 0.2, Gaussian blur
+    p=0.5, no solarisation."""
+    return Augmentation("dino_local", [
+        Step(random_resized_crop, size=image_size, scale=scale),
+        Step(horizontal_flip, p=0.5),
+        Step(color_jitter, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8),
+        Step(random_grayscale, p=0.2),
+        Step(gaussian_blur, p=blur_p, sigma=BLUR_SIGMA, kernel_size=default_kernel_size(image_size))],
+        "Caron et al. 2021, arXiv 2104.14294, main_dino.py (local crops)")
+
+
 def minimal(image_size: int = 32, scale: tuple[float, float] = (0.08, 1.0)) -> Augmentation:
     """Crop + flip only, no colour: the ablation of SimCLR (Chen et al. 2020) Fig. 5-6, where crops
     alone let the network match views by their colour histograms."""
@@ -670,7 +685,7 @@ def mae(image_size: int = 32, scale: tuple[float, float] = (0.2, 1.0), flip_p: f
 
 RECIPES: dict[str, Callable[..., Augmentation]] = {
     "instdisc": instdisc, "invaspread": invaspread, "simclr": simclr,
-    "byol_view1": byol_view1, "byol_view2": byol_view2, "minimal": minimal,
+    "byol_view1": byol_view1, "byol_view2": byol_view2, "dino_local": dino_local, "minimal": minimal,
     "moco_v1": moco_v1, "moco_v2": moco_v2, "cpc": cpc, "cmc": cmc, "mae": mae}
 
 

@@ -7,7 +7,8 @@ function, so the differences between papers are visible as arguments, not as cop
 
 `norm=` picks the hidden layers' normalisation: "batch" (default), "group" (GroupNorm, no batch
 statistics), "group_ws" (GroupNorm, and weight standardisation in every Linear layer: BYOL without
-batch statistics, Richemond et al. 2020, arXiv 2010.10241) or "none".
+batch statistics, Richemond et al. 2020, arXiv 2010.10241) or "none". `activation=` picks the hidden
+layers' non-linearity: "relu" (default) or "gelu" (DINO's head on a ViT, like the ViT's own MLPs).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 from .checks import unknown_name
 
 NORMS = ("batch", "group", "group_ws", "none")
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
 GROUPS = 32   # GroupNorm's default number of groups (Wu & He 2018, "Group Normalization", arXiv 1803.08494)
 # In an MLP a group has no spatial positions: a group of 1 channel normalises one number (its output is
 # the constant beta) and a group of 2 gives +-1. Hidden layers keep at least 16 channels per group, the
@@ -47,10 +49,10 @@ class WSLinear(nn.Linear):
 
 
 def mlp(sizes: list[int], batch_norm: bool = True, last_batch_norm: bool = False,
-        last_bias: bool = True, norm: str | None = None) -> nn.Sequential:
+        last_bias: bool = True, norm: str | None = None, activation: str = "relu") -> nn.Sequential:
     """Multi-layer perceptron with sizes [input, hidden..., output].
 
-    Hidden layers: Linear -> BatchNorm1d (if `batch_norm`) -> ReLU.
+    Hidden layers: Linear -> BatchNorm1d (if `batch_norm`) -> ReLU (or GELU with activation="gelu").
     Last layer: Linear (with bias if `last_bias`) -> BatchNorm1d (if `last_batch_norm`).
     norm: "batch", "group", "group_ws" or "none" for the hidden layers ("group_ws" also standardises the
         weights of every Linear, see WSLinear); None means "batch" if `batch_norm` else "none".
@@ -61,6 +63,8 @@ def mlp(sizes: list[int], batch_norm: bool = True, last_batch_norm: bool = False
     norm = norm or ("batch" if batch_norm else "none")
     if norm not in NORMS:
         raise unknown_name("norm", norm, NORMS)
+    if activation not in ACTIVATIONS:
+        raise unknown_name("activation", activation, ACTIVATIONS)
     linear = WSLinear if norm == "group_ws" else nn.Linear
     layers: list[nn.Module] = []
     for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
@@ -69,7 +73,7 @@ def mlp(sizes: list[int], batch_norm: bool = True, last_batch_norm: bool = False
             layers.append(nn.BatchNorm1d(fan_out))
         elif norm in ("group", "group_ws"):
             layers.append(group_norm(fan_out, MLP_CHANNELS_PER_GROUP))
-        layers.append(nn.ReLU(inplace=True))
+        layers.append(ACTIVATIONS[activation]())
     layers.append(linear(sizes[-2], sizes[-1], bias=last_bias))
     if last_batch_norm:
         layers.append(nn.BatchNorm1d(sizes[-1], affine=False))

@@ -282,6 +282,28 @@ def moco_v3_contrastive_loss(q: torch.Tensor, k: torch.Tensor, temperature: floa
     return 2 * temperature * F.cross_entropy(logits, labels)
 
 
+# Self-distillation: DINO
+def dino_loss(student_logits: list[torch.Tensor], teacher_logits: list[torch.Tensor], center: torch.Tensor,
+              student_temperature: float = 0.1, teacher_temperature: float = 0.04) -> torch.Tensor:
+    """DINO's cross-entropy between teacher and student (Caron et al. 2021, "Emerging Properties in
+    Self-Supervised Vision Transformers", arXiv 2104.14294, Eq. 3 and Algorithm 1):
+
+        P_t = softmax((t - C) / tau_t)      the teacher's output, centred and sharpened
+        P_s = softmax(s / tau_s)            the student's output (no centre)
+        H(P_t, P_s) = -sum_k P_t^(k) log P_s^(k),  averaged over the batch
+        loss = mean over pairs (a, b), a != b, of H(P_t(crop a), P_s(crop b))          (Eq. 3)
+
+    (Eq. 3 sums over the pairs; main_dino.py's DINOLoss averages, as here.)
+
+    student_logits: one [B, K] tensor per crop (the global crops first, then the local ones);
+    teacher_logits: one [B, K] tensor per global crop; center: C [K]. A teacher crop is never
+    compared with the student's output for the same crop. The teacher's stop-gradient belongs to
+    the caller. With P_t in place of SwAV's codes this is SwAV's swapped prediction, so it reuses it.
+    """
+    targets = [torch.softmax((t.float() - center) / teacher_temperature, dim=1) for t in teacher_logits]
+    return swav_loss([s.float() for s in student_logits], targets, student_temperature)
+
+
 # Masked image modelling: MAE
 def mae_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalize_target: bool = True,
              eps: float = 1e-6) -> torch.Tensor:

@@ -12,7 +12,9 @@ SwAV zeroes its prototypes' gradients there during the first epoch), steps the o
 `progress` = step / total_steps in [0, 1], so per-step schedules need nothing else from `fit`.
 The class attributes below are the paper's optimisation recipe, which `fit` reads; the
 `learning_rate` is for a batch of 256 and `fit` scales it linearly with the batch size
-(Goyal et al. 2017, arXiv 1706.02677), as SimCLR, MoCo and BYOL do.
+(Goyal et al. 2017, arXiv 1706.02677), as SimCLR, MoCo and BYOL do. The weight decay is fixed unless
+`final_weight_decay` is set: then it follows a per-step cosine from `weight_decay` to that value in the
+parameter groups that do not set their own (DINO's 0.04 -> 0.4; biases keep their 0).
 
 Evaluation uses `method.encoder` (Normalize + backbone), never the heads, as in the papers.
 """
@@ -31,6 +33,7 @@ class Method(nn.Module):
     optimizer = "sgd"          # "sgd", "lars" or "adamw"
     learning_rate = 0.03       # for batch size 256
     weight_decay = 5e-4
+    final_weight_decay: float | None = None   # None: fixed; else cosine from weight_decay to it (DINO)
     momentum = 0.9             # SGD momentum
     adam_betas = (0.9, 0.999)  # AdamW's (beta1, beta2): torch's default; MAE uses (0.9, 0.95)
     augmentation = "instdisc"  # recipe name in augmentations.RECIPES

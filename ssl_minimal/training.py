@@ -383,7 +383,8 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         eval_dataset) and stored in history.monitors[name] (or [name/key]) beside history.monitor_step,
         e.g. {"z": lambda m: evaluate.collapse_diagnostics(evaluate.embeddings_of(m, probe_images))}.
     The optimiser gets `method.parameter_groups()`; every step sets each group's lr to the schedule's
-    value times the group's optional "lr_scale" (default 1).
+    value times the group's optional "lr_scale" (default 1), and, if the method sets `final_weight_decay`,
+    the weight decay of the groups without their own to a cosine from `method.weight_decay` to it.
     A non-finite loss stops the run with FloatingPointError naming its step. On a GPU the losses are
     read every READ_LOSS_EVERY_STEPS steps (budget field `read_loss_every_steps`), so the error can
     come that many steps later; the last checkpoint is always from before the bad step.
@@ -431,6 +432,11 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     schedule = cosine_schedule(learning_rate, 0.0, total_steps, int(budget.warmup_epochs * steps_per_epoch))
     optimizer = make_optimizer(method.optimizer, method.parameter_groups(), learning_rate,
                                method.weight_decay, method.momentum, method.adam_betas)
+    # The groups that take the method's weight decay (those that set none of their own) may follow a schedule.
+    decayed_groups = [i for i, group in enumerate(method.parameter_groups()) if "weight_decay" not in group]
+    final_weight_decay = getattr(method, "final_weight_decay", None)
+    weight_decays = (None if final_weight_decay is None
+                     else cosine_schedule(method.weight_decay, final_weight_decay, total_steps))
     step_function = torch.compile(trainer) if budget.compile else trainer
     history = History(budget=dataclasses.asdict(budget))
     start_step = 0
@@ -504,6 +510,9 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
         indices = distributed.local_slice(indices)          # this process's share of the global batch
         for group in optimizer.param_groups:   # a group may scale the schedule (e.g. a smaller bias lr)
             group["lr"] = float(schedule[step]) * group.get("lr_scale", 1.0)
+        if weight_decays is not None:          # e.g. DINO's cosine 0.04 -> 0.4
+            for i in decayed_groups:
+                optimizer.param_groups[i]["weight_decay"] = float(weight_decays[step])
         with autocast:
             loss = step_function(images[indices], indices)
         # Reading a loss makes the CPU wait for the device; off the CPU the losses of several steps

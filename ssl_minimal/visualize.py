@@ -441,3 +441,32 @@ def plot_augmentation_grid(images: torch.Tensor, augmentation: Callable[[torch.T
             _show(axes[row, column], view[row], f"view {column}" if row == 0 else None)
     figure.tight_layout()
     return figure
+
+
+def plot_attention_maps(images: torch.Tensor, maps: torch.Tensor, overlay: bool = False) -> Figure:
+    """One row per image: the image, then what [CLS] attends to in each head (DINO's Fig. 3), e.g.
+    `plot_attention_maps(images, ssl_minimal.methods.dino.attention_maps(model, images))`. maps: [N, heads, g, g],
+    drawn over the image's area (each patch a block); overlay=True draws them over the image itself."""
+    check_images(images, "images")
+    if not (isinstance(maps, torch.Tensor) and maps.dim() == 4 and maps.shape[0] == images.shape[0]):
+        given = list(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+        raise SSLMinimalError(f"maps must be a tensor [N, heads, g, g] with one entry per image ({images.shape[0]}), "
+                              f"got {given}; compute them with ssl_minimal.methods.dino.attention_maps(method, images)")
+    _check_image_count(images.shape[0] * (maps.shape[1] + 1), "plot_attention_maps")
+    rows, columns = images.shape[0], maps.shape[1] + 1
+    figure, axes = _new_figure(rows, columns, figsize=(CELL_INCHES * columns, CELL_INCHES * rows + 0.3))
+    side = images.shape[-1]
+    for row in range(rows):
+        _show(axes[row, 0], images[row], "image" if row == 0 else None)
+        for head in range(maps.shape[1]):
+            axis = axes[row, head + 1]
+            if overlay:
+                axis.imshow(_as_image(images[row]))
+            axis.imshow(maps[row, head].detach().float().cpu().numpy(), cmap="inferno", interpolation="nearest",
+                        extent=(-0.5, side - 0.5, side - 0.5, -0.5), alpha=0.6 if overlay else 1.0)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(f"head {head}", fontsize=7)
+    figure.tight_layout()
+    return figure

@@ -361,6 +361,9 @@ def test_recipe_repr_lists_ops_and_paper_values():
     assert "gaussian_blur(p=1.0" in view1 and "solarize(p=0.0" in view1 and "kernel_size=23" in view1
     assert "gaussian_blur(p=0.1" in view2 and "solarize(p=0.2" in view2
     assert "saturation=0.2" in view1
+    local = repr(A.recipe("dino_local", 16))
+    assert "random_resized_crop(size=16, scale=(0.05, 0.4)" in local and "gaussian_blur(p=0.5" in local
+    assert "solarize" not in local and "color_jitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8)" in local
     assert "hue=0.4, p=1.0" in repr(A.recipe("instdisc"))
     assert "strength" not in repr(A.recipe("simclr", 32, strength=1.0))
     assert "brightness=0.8" in repr(A.recipe("simclr", 32, strength=1.0))

@@ -24,6 +24,14 @@ def test_mlp_norm_choices():
         mlp([4, 8, 2], norm="layer")
 
 
+def test_mlp_activation_choices():
+    assert [type(m) for m in mlp([4, 8, 8, 2], norm="none", activation="gelu")] == [
+        nn.Linear, nn.GELU, nn.Linear, nn.GELU, nn.Linear]                     # DINO's head
+    assert isinstance(mlp([4, 8, 2])[2], nn.ReLU)                               # the default
+    with pytest.raises(SSLMinimalError, match="valid activations are: relu, gelu"):
+        mlp([4, 8, 2], activation="tanh")
+
+
 def test_weight_standardised_linear_uses_rows_of_mean_zero_and_std_one_over_sqrt_fan_in():
     torch.manual_seed(0)
     linear = WSLinear(16, 3)

@@ -142,6 +142,26 @@ def test_adamw_takes_the_methods_betas_and_keeps_torchs_default(tiny_dataset, tm
     assert all(tuple(group["betas"]) == (0.8, 0.9) for group in groups)
 
 
+def test_a_method_can_ask_for_a_cosine_weight_decay_schedule(tiny_dataset, monkeypatch):
+    """With `final_weight_decay` set, the groups without their own weight decay follow a per-step cosine
+    from `weight_decay` to it (DINO: 0.04 -> 0.4); a group that sets its own (biases: 0) keeps it."""
+    from ssl_minimal import training
+    optimizers, make_optimizer = [], training.make_optimizer
+
+    def recording_make_optimizer(*args, **kwargs):
+        optimizers.append(make_optimizer(*args, **kwargs))
+        return optimizers[-1]
+    monkeypatch.setattr(training, "make_optimizer", recording_make_optimizer)
+    model = ssl_minimal.build("invaspread", dataset=tiny_dataset)
+    model.optimizer, model.weight_decay, model.final_weight_decay = "adamw", 0.04, 0.4
+    seen = []
+    model.after_optimizer_step = lambda progress: seen.append([g["weight_decay"] for g in optimizers[0].param_groups])
+    fit(model, tiny_dataset, "smoke", epochs=2, batch_size=16, progress=False)   # 8 steps
+    assert [decayed for decayed, _ in seen] == pytest.approx(list(cosine_schedule(0.04, 0.4, 8)))
+    assert seen[0][0] == pytest.approx(0.04) and seen[-1][0] > 0.38
+    assert all(biases == 0.0 for _, biases in seen)
+
+
 def _instdisc(dataset):
     torch.manual_seed(0)
     return ssl_minimal.build("instdisc", dataset=dataset, num_noise=16)

@@ -224,6 +224,18 @@ def test_plot_augmentation_grid_errors():
 
 # ----------------------------------------------------------------------------------------------
 # save_figure
+def test_plot_attention_maps_draws_each_head_of_each_image():
+    images, maps = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8), torch.rand(2, 3, 4, 4)
+    figure = visualize.plot_attention_maps(images, maps)
+    assert len(figure.axes) == 2 * 4 and figure.axes[1].get_title() == "head 0"
+    drawn = images_in(figure)
+    assert len(drawn) == 2 * 4 and np.allclose(drawn[4 + 3].get_array(), maps[1, 2].numpy())   # row 1, head 2
+    assert drawn[1].get_extent() == [-0.5, 15.5, 15.5, -0.5]                 # each patch covers its pixels
+    assert len(images_in(visualize.plot_attention_maps(images, maps, overlay=True))) == 2 + 2 * 3 * 2
+    with pytest.raises(SSLMinimalError, match="one entry per image"):
+        visualize.plot_attention_maps(images, maps[:1])
+
+
 def test_save_figure_creates_folders_and_writes_png(tmp_path):
     figure = visualize.image_grid(torch.rand(2, 3, 4, 4))
     path = visualize.save_figure(figure, tmp_path / "figures" / "nested" / "grid.png")

@@ -4,6 +4,7 @@ from .barlow_twins import BarlowTwins
 from .byol import BYOL
 from .cmc import CMC
 from .cpc import CPC
+from .dino import DINO
 from .instdisc import InstDisc
 from .invaspread import InvaSpread
 from .mae import MAE
@@ -28,5 +29,6 @@ METHODS = {
     "simsiam": SimSiam,
     "barlow_twins": BarlowTwins,
     "moco_v3": MoCoV3,
+    "dino": DINO,
     "mae": MAE,
 }
