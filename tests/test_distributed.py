@@ -42,7 +42,9 @@ WORLD = 2
 SWAV_OPTIONS = dict(hidden_dim=32, projection_dim=16, num_prototypes=10, num_local_crops=2, image_size=16,
                     queue_size=16, freeze_prototypes_epochs=0)   # queue used from step 2; prototypes train
 SMALL_VIT = {"dim": 16, "depth": 1, "heads": 2, "patch_size": 4}
-VIT_OPTIONS = {"moco_v3": dict(backbone_options=SMALL_VIT, hidden_dim=32, projection_dim=16)}
+VIT_OPTIONS = {"moco_v3": dict(backbone_options=SMALL_VIT, hidden_dim=32, projection_dim=16),
+               "dino": dict(backbone_options=SMALL_VIT, hidden_dim=32, bottleneck_dim=16, output_dim=64,
+                            num_local_crops=2)}
 
 
 def _dataset() -> ImageDataset:
@@ -61,6 +63,13 @@ class ToFloat(nn.Module):
 class Mirror(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return images.flip(3)
+
+
+class Shrink(nn.Module):
+    """A deterministic stand-in for DINO's local crops: the image at half its size."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(images.float() / 255, scale_factor=0.5, mode="bilinear", align_corners=False)
 
 
 def _fixed_multi_crop(images, global_size, local_size, num_global=2, num_local=6, **_):
@@ -91,6 +100,8 @@ def _model(name: str, batch_norm: bool = False, random_views: bool = False, **op
         model.augment = ToFloat()                            # the same views in every process
         if hasattr(model, "augment_prime"):                  # Barlow Twins' second view: the mirror image
             model.augment_prime = nn.Sequential(ToFloat(), Mirror())
+        if hasattr(model, "augment_local"):                  # DINO's local crops: shrunk copies
+            model.augment_local = Shrink()
     return model
 
 
@@ -168,7 +179,7 @@ def _cli_with_sync_batch_norm(folder: Path) -> tuple[int, str]:
 SINKHORN_SCORES = torch.randn(12, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.3
 SINKHORN_SCORES[9, 2] = 1.0             # the largest score is in process 1's rows
 MOCO_IMAGES = torch.rand(BATCH, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-TRAINED = ["invaspread", "simclr_v1", "simclr_v2", "swav", "instdisc", "barlow_twins", "moco_v3"]
+TRAINED = ["invaspread", "simclr_v1", "simclr_v2", "swav", "instdisc", "barlow_twins", "moco_v3", "dino"]
 SCENARIOS = {**{name: functools.partial(_train, name=name) for name in TRAINED},
              "sinkhorn": _sinkhorn, "moco_keys": _moco_keys, "moco_queue": _moco_queue,
              "checkpoint": _checkpoint_and_resume, "sync_batch_norm": _cli_with_sync_batch_norm}
@@ -228,12 +239,13 @@ def fixed_multi_crop(monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # 2 processes = 1 process on the global batch
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["invaspread", "simclr_v1", "simclr_v2", "swav", "barlow_twins", "moco_v3"])
+@pytest.mark.parametrize("name", ["invaspread", "simclr_v1", "simclr_v2", "swav", "barlow_twins", "moco_v3", "dino"])
 def test_two_processes_take_the_same_steps_as_one_on_the_global_batch(two_processes, fixed_multi_crop, name):
     """2 processes x 8 images must give the loss and parameters of 1 process x 16 images: InvaSpread's
     and SimCLR's negatives and Barlow Twins' cross-correlation span the global batch (gather_with_gradient), SwAV's Sinkhorn partitions
     the global batch and its queue (queue_size 16: used at step 2), MoCo v3's queries meet the keys of
-    the global batch (gather: keys have no gradient), and DDP averages the gradients.
+    the global batch (gather: keys have no gradient), DINO's centre is the mean over the global batch
+    (all_reduce_sum), and DDP averages the gradients.
     Two LARS/SGD steps, so the second step also checks that the first left every process the same."""
     rank0, rank1 = two_processes(name)
     single = _model(name)
@@ -241,11 +253,11 @@ def test_two_processes_take_the_same_steps_as_one_on_the_global_batch(two_proces
     for key, value in single.state_dict().items():
         assert torch.equal(rank0["state"][key], rank1["state"][key]), f"{key} differs between the two processes"
         assert torch.allclose(rank0["state"][key], value, atol=1e-5), f"{key}: 2 processes != 1 process"
-    # SwAV's and MoCo v3's losses are each process's mean over its own rows (queries); the other
+    # SwAV's, MoCo v3's and DINO's losses are each process's mean over its own rows; the other
     # contrastive losses are global on every process.
     mean_loss = [(a + b) / 2 for a, b in zip(rank0["loss"], rank1["loss"])]
     assert mean_loss == pytest.approx(history.loss, abs=1e-5)
-    if name not in ("swav", "moco_v3"):
+    if name not in ("swav", "moco_v3", "dino"):
         assert rank0["loss"] == pytest.approx(rank1["loss"], abs=1e-6)
     first_layer = "encoder.backbone.blocks.0.attention.qkv.weight" if name in VIT_OPTIONS else "encoder.backbone.layers.0.0.weight"
     assert not torch.allclose(single.state_dict()[first_layer], _model(name).state_dict()[first_layer])   # it trained
