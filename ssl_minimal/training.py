@@ -160,13 +160,16 @@ class LARS(torch.optim.Optimizer):
                 for i, update in zip(adapted, scaled):
                     updates[i] = update
             states = [self.state[p] for p in params]
-            if "momentum_buffer" not in states[0]:
-                for state, update in zip(states, updates):
+            # A tensor's first step starts its buffer (v = u); a tensor may start late (SwAV's
+            # prototypes get their first gradient after the first epoch).
+            old = [i for i, state in enumerate(states) if "momentum_buffer" in state]
+            for state, update in zip(states, updates):
+                if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.clone(update).detach()
-            else:
-                buffers = [state["momentum_buffer"] for state in states]
+            if old:
+                buffers = [states[i]["momentum_buffer"] for i in old]
                 torch._foreach_mul_(buffers, group["momentum"])                                  # v <- m v + u
-                torch._foreach_add_(buffers, updates)
+                torch._foreach_add_(buffers, [updates[i] for i in old])
             torch._foreach_add_(params, [state["momentum_buffer"] for state in states], alpha=-group["lr"])  # w -= lr v
 
     @torch.no_grad()

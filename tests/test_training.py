@@ -68,7 +68,8 @@ def test_lars_adapts_layers_by_shape_not_by_weight_decay_and_keeps_momentum_of_s
 def test_lars_updates_all_tensors_together_exactly_as_tensor_by_tensor():
     """LARS.step (torch._foreach_* over each group) is reference_step (Algorithm 2 per tensor),
     bit for bit, with weight decay, a zero weight (trust ratio 1), a group adapting its biases too,
-    a parameter without gradient, and momentum over several steps."""
+    a parameter without gradient at one step, one whose first gradient comes at the second step,
+    and momentum over several steps."""
     torch.manual_seed(0)
     shapes = [(4, 3), (4,), (2, 3, 3, 3), (5,), (3, 3)]
     first = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
@@ -87,6 +88,8 @@ def test_lars_updates_all_tensors_together_exactly_as_tensor_by_tensor():
             gradient = torch.randn(a.shape)
             a.grad, b.grad = gradient.clone(), gradient.clone()
         first[3].grad = second[3].grad = None if step == 1 else first[3].grad   # skipped at step 1
+        if step == 0:                                               # starts late (as SwAV's prototypes)
+            first[1].grad = second[1].grad = None
         fast.step()
         reference.reference_step()
         for a, b in zip(first, second):
