@@ -37,12 +37,12 @@ def parameter_groups(network: torch.nn.Module) -> list[dict]:
 def optimisers(groups: list[dict]) -> dict[str, tuple[torch.optim.Optimizer, str]]:
     """name -> (optimiser, name of its step method)."""
     return {
-        "SGD (for-loop)": (torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=False), "step"),
+        "SGD (for-loop: fit's on CPU)": (torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=False), "step"),
         "SGD (foreach)": (torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=True), "step"),
-        "SGD (fused, fit's)": (torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True), "step"),
-        "AdamW (for-loop)": (torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.05, foreach=False), "step"),
+        "SGD (fused: fit's on a GPU)": (torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True), "step"),
+        "AdamW (for-loop: fit's on CPU)": (torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.05, foreach=False), "step"),
         "AdamW (foreach)": (torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.05, foreach=True), "step"),
-        "AdamW (fused, fit's)": (torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.05, fused=True), "step"),
+        "AdamW (fused: fit's on a GPU)": (torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.05, fused=True), "step"),
         "LARS (per tensor)": (LARS(groups, lr=0.1, weight_decay=1e-6), "reference_step"),
         "LARS (_foreach, fit's)": (LARS(groups, lr=0.1, weight_decay=1e-6), "step"),
     }

@@ -196,7 +196,10 @@ class LARS(torch.optim.Optimizer):
                 p.add_(state["momentum_buffer"], alpha=-group["lr"])
 
 
-FUSED_DEVICES = ("cpu", "cuda")   # where torch's fused SGD and AdamW kernels run
+# Where fit uses torch's fused SGD and AdamW kernels (one kernel for all parameters instead of a few
+# per tensor: fewer kernel launches on a GPU). On a CPU they were not consistently faster in
+# benchmarks/optimizer_step.py (BENCHMARKS.md), so CPU runs keep torch's default (and their numbers).
+FUSED_DEVICES = ("cuda",)
 
 
 def make_optimizer(name: str, parameter_groups, learning_rate: float, weight_decay: float,
@@ -204,10 +207,9 @@ def make_optimizer(name: str, parameter_groups, learning_rate: float, weight_dec
                    fused: bool | None = None) -> torch.optim.Optimizer:
     """"sgd" (momentum), "lars" or "adamw" (with Adam's `betas`; the default is torch's).
 
-    SGD and AdamW use torch's fused kernels (one kernel for all parameters) when every parameter is
-    on a CPU or CUDA device (fused=None), or as asked; same rule, rounding aside. Measured on 1 CPU
-    thread for ResNet-18's 11 M parameters: SGD 30 -> 13 ms a step, AdamW 63 -> 17 ms (BENCHMARKS.md).
-    LARS updates each group's tensors together with torch._foreach_* operations.
+    SGD and AdamW use torch's fused kernels when every parameter is on a device of FUSED_DEVICES (a
+    GPU; fused=None), or as asked: the same rule, rounding aside. LARS updates each group's tensors
+    together with torch._foreach_* operations (bit-identical to the per-tensor rule).
     """
     parameter_groups = [dict(group, params=list(group["params"])) if isinstance(group, dict) else group
                         for group in parameter_groups]

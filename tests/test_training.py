@@ -97,9 +97,13 @@ def test_lars_updates_all_tensors_together_exactly_as_tensor_by_tensor():
     assert not torch.equal(first[0], torch.zeros(4, 3))
 
 
-def test_sgd_and_adamw_use_fused_kernels_and_follow_the_same_rule():
+def test_sgd_and_adamw_use_fused_kernels_on_gpus_and_follow_the_same_rule(monkeypatch):
+    from ssl_minimal import training
     from ssl_minimal.training import make_optimizer
     torch.manual_seed(0)
+    cpu_params = [torch.nn.Parameter(torch.randn(3))]
+    assert not make_optimizer("sgd", [{"params": cpu_params}], 0.1, 0.0).defaults["fused"]   # CPU: torch's default
+    monkeypatch.setattr(training, "FUSED_DEVICES", ("cpu",))       # as on a GPU, with CPU tensors
     for name in ("sgd", "adamw"):
         fused_params = [torch.nn.Parameter(torch.randn(6, 4)), torch.nn.Parameter(torch.randn(4))]
         plain_params = [torch.nn.Parameter(p.detach().clone()) for p in fused_params]
