@@ -381,7 +381,7 @@ def train_lightly(method: str, recipe: dict, encoder: Encoder, train, config: di
     schedule = schedule_for(recipe, len(train), config["epochs"], config["batch_size"], config["warmup_epochs"])
     optimizer = make_optimizer(recipe["optimizer"], Method.parameter_groups(model), float(schedule.max()),
                                recipe["weight_decay"], recipe["momentum"])
-    precision, _ = resolve_precision(config["precision"], device, [config["backbone"]])
+    precision, _ = resolve_precision(config.get("precision", "auto"), device, [config["backbone"]])
     autocast = precision_context(precision, device)
     total_steps, step, losses = len(schedule), 0, []
     model.train()
@@ -413,7 +413,8 @@ def train_ssl_minimal(method: str, encoder_state: dict, train, config: dict, dev
     budget = get_budget("gpu" if device.type == "cuda" else "cpu", epochs=config["epochs"],
                         batch_size=config["batch_size"], train_samples=len(train),
                         warmup_epochs=config["warmup_epochs"], knn_every_epochs=0,
-                        checkpoint_every_steps=10**9, backbone=config["backbone"], precision=config["precision"])
+                        checkpoint_every_steps=10**9, backbone=config["backbone"],
+                        precision=config.get("precision", "auto"))
     history = ssl_minimal.fit(model, train, budget, seed=config["seed"], device=device, progress=False)
     return {"steps": len(history.step), "losses": history.loss, "model": model, "precision": history.precision}
 
