@@ -48,6 +48,8 @@ def build(name: str, dataset=None, **options):
         options.setdefault("std", dataset.std)
         if _accepts(method_class, "num_samples"):
             options.setdefault("num_samples", len(dataset))
+        if _accepts(method_class, "tokenizer") and getattr(dataset, "tokenizer", None) is not None:
+            options.setdefault("tokenizer", dataset.tokenizer)     # CLIP: the words of the captions
     try:
         return method_class(**options)
     except TypeError as error:

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from .checks import SSLMinimalError, check_images, unknown_name
+from .text import Tokenizer
 
 DATASETS = ("shapes", "cifar10", "cifar100", "stl10")
 SPLITS = {
@@ -105,6 +106,10 @@ class ImageDataset:
     classes: list[str]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # Image-text pairs (CLIP), from `load_captioned`; None elsewhere, so nothing else notices them.
+    captions: torch.Tensor | None = None        # int64 [N, K, L]: K captions per image, as token ids
+    tokenizer: Tokenizer | None = None          # text <-> those token ids (ssl_minimal.text.Tokenizer)
+    attributes: dict[str, torch.Tensor] | None = None   # per image [N], e.g. {"colour": ..., "unseen": ...}
 
     def __post_init__(self) -> None:
         check_images(self.images, "ImageDataset.images")
@@ -122,6 +127,12 @@ class ImageDataset:
             raise SSLMinimalError(f"ImageDataset.labels must lie in -1..{len(self.classes) - 1} (-1 = unlabelled, "
                                   f"{len(self.classes)} classes), got {self.labels.min().item()}.."
                                   f"{self.labels.max().item()}")
+        if self.captions is not None:
+            _check_captions(self.captions, self.tokenizer, len(self.images))
+        for name, values in (self.attributes or {}).items():
+            if not isinstance(values, torch.Tensor) or values.shape[:1] != (len(self.images),):
+                raise SSLMinimalError(f"ImageDataset.attributes[{name!r}] must be a tensor with one row per image "
+                                      f"({len(self.images)}), got {getattr(values, 'shape', type(values).__name__)}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -136,7 +147,8 @@ class ImageDataset:
 
     def to(self, device: torch.device | str) -> ImageDataset:
         """The same dataset with images and labels on `device` (e.g. "cuda"), so batches need no copy."""
-        return dataclasses.replace(self, images=self.images.to(device), labels=self.labels.to(device))
+        return dataclasses.replace(self, images=self.images.to(device), labels=self.labels.to(device),
+                                   **self._per_image_fields(lambda values: values.to(device)))
 
     def subset(self, indices_or_n: int | Sequence[int] | torch.Tensor, seed: int = 0) -> ImageDataset:
         """A smaller dataset: the given indices (or boolean mask), or `n` images drawn at random, balanced
@@ -163,7 +175,17 @@ class ImageDataset:
                 raise SSLMinimalError(f"subset indices must lie in 0..{len(self) - 1} for {len(self)} images, "
                                       f"got {indices.min().item()}..{indices.max().item()}")
         indices = indices.to(self.images.device)
-        return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
+        return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices],
+                                   **self._per_image_fields(lambda values: values[indices.to(values.device)]))
+
+    def _per_image_fields(self, change) -> dict:
+        """`change` applied to the optional per-image tensors (captions, attributes) that are present."""
+        fields = {}
+        if self.captions is not None:
+            fields["captions"] = change(self.captions)
+        if self.attributes is not None:
+            fields["attributes"] = {name: change(values) for name, values in self.attributes.items()}
+        return fields
 
     def __repr__(self) -> str:
         shown = ", ".join(self.classes[:4]) + (", ..." if len(self.classes) > 4 else "")
@@ -171,7 +193,22 @@ class ImageDataset:
         return (f"ImageDataset(name={self.name!r}, split={self.split!r}, "
                 f"images=uint8{list(self.images.shape)}, labels=int64[{len(self.labels)}]"
                 + (f" ({unlabelled} unlabelled)" if unlabelled else "")
-                + f", classes={len(self.classes)} [{shown}], device={self.images.device})")
+                + f", classes={len(self.classes)} [{shown}]"
+                + (f", captions=int64{list(self.captions.shape)}" if self.captions is not None else "")
+                + f", device={self.images.device})")
+
+
+def _check_captions(captions: torch.Tensor, tokenizer: Tokenizer | None, n: int) -> None:
+    if tokenizer is None:
+        raise SSLMinimalError("ImageDataset.captions need their tokenizer (ImageDataset.tokenizer)")
+    length = tokenizer.context_length
+    if (not isinstance(captions, torch.Tensor) or captions.dtype != torch.int64 or captions.dim() != 3
+            or captions.shape[0] != n or captions.shape[2] != length):
+        given = f"{captions.dtype} {list(captions.shape)}" if isinstance(captions, torch.Tensor) else type(captions).__name__
+        raise SSLMinimalError(f"ImageDataset.captions must be token ids int64 [{n}, K, {length}] (K captions per "
+                              f"image, the tokenizer's context length {length}), got {given}")
+    if captions.numel() and (captions.min() < 0 or captions.max() >= len(tokenizer)):
+        raise SSLMinimalError(f"ImageDataset.captions hold ids outside the tokenizer's 0..{len(tokenizer) - 1}")
 
 
 def _balanced_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
