@@ -68,10 +68,12 @@ def train(method: str, dataset: str = "shapes", budget: str | Budget | None = No
         raise unknown_name("method", method, METHODS)
     budget_fields = {key: fit_options.pop(key) for key in list(fit_options) if key in Budget.__dataclass_fields__}
     resolved = get_budget(budget, **budget_fields)
-    train_set = data.load(dataset, "train", data_dir=data_dir)
+    # a method that reads text (CLIP) trains on image-caption pairs (for shapes without the held-out combinations)
+    load = data.load_captioned if getattr(_METHOD_CLASSES[method], "uses_captions", False) else data.load
+    train_set = load(dataset, "train", data_dir=data_dir)
     if resolved.train_samples is not None and resolved.train_samples < len(train_set):
         train_set = train_set.subset(resolved.train_samples, seed=seed)
-    test_set = data.load(dataset, "test", data_dir=data_dir)
+    test_set = load(dataset, "test", data_dir=data_dir)
     options = dict(method_options or {})
     options.setdefault("backbone", resolved.backbone_for(_METHOD_CLASSES[method]))
     torch.manual_seed(seed)                                 # the same initial weights for the same seed
