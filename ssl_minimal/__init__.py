@@ -11,6 +11,7 @@ or everything at once: `model, history = ssl_minimal.train("instdisc", dataset="
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -76,6 +77,10 @@ def train(method: str, dataset: str = "shapes", budget: str | Budget | None = No
     test_set = load(dataset, "test", data_dir=data_dir)
     options = dict(method_options or {})
     options.setdefault("backbone", resolved.backbone_for(_METHOD_CLASSES[method]))
+    if getattr(_METHOD_CLASSES[method], "uses_captions", False):      # CLIP: zero-shot top-1 before, during, after
+        queries = test_set.subset(min(resolved.knn_test_samples, len(test_set)), seed=seed)
+        fit_options["monitors"] = {"zero_shot": functools.partial(evaluate.zero_shot_report, dataset=queries),
+                                   **(fit_options.get("monitors") or {})}
     torch.manual_seed(seed)                                 # the same initial weights for the same seed
     model = build(method, dataset=train_set, **options)
     history = fit(model, train_set, resolved, eval_dataset=test_set, seed=seed, **fit_options)

@@ -818,6 +818,8 @@ CIFAR10_CAPTION_TEMPLATES = (
 CIFAR10_PROMPTS = ("a photo of a {}", "a blurry photo of a {}", "a low resolution photo of the {}",
                    "a photo of the small {}", "a close up photo of a {}")
 
+PROMPTS = {"shapes": SHAPES_PROMPTS, "cifar10": CIFAR10_PROMPTS}     # zero-shot prompt templates per dataset
+
 
 def load_captioned(name: str, split: str = "train", data_dir: str | Path | None = None,
                    download: bool | None = None, *, image_size: int | None = None,
