@@ -376,6 +376,7 @@ def mae_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     return (per_patch * mask).sum() / mask.sum()
 
 
+@full_precision
 def clip_loss(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor,
               logit_scale: torch.Tensor | float) -> torch.Tensor:
     """CLIP's symmetric cross-entropy over the N x N image-text similarities (Radford et al. 2021,
