@@ -20,7 +20,7 @@ Sec. 2.5: t is learned, initialised to log(1 / 0.07) and exp(t) clipped at 100; 
 is the only augmentation (recipe "clip": no flip, no colour change, since captions name them).
 Several processes: the n x n matrix spans the global batch: I_e and T_e are gathered with their
 gradients (distributed.gather_with_gradient), so every process computes the loss of the whole batch.
-Values: Appendix F, Table 19-20 (ViT-B/32): Adam(W) with beta2 0.98, decoupled weight decay 0.2 (not
+Values: Appendix F, Tables 19 and 21 (ViT-B/32): Adam(W) with beta2 0.98, decoupled weight decay 0.2 (not
 on gains, biases or t), cosine schedule with warm-up. The paper's lr (5e-4) is for batches of 32,768
 and 32 epochs of 400M pairs; our `learning_rate` (per 256 pairs, scaled by `fit`) comes from a CPU pilot
 on shapes (course/lessons/13_clip.md). Text transformer: 63M parameters, 12 layers of width 512 in the
