@@ -74,10 +74,13 @@ def build_with_options(name: str, train_set, backbone: str, options: dict):
 
 
 def run_method(name: str, dataset: str, budget, seed: int, data_dir: str | None, options: dict | None = None) -> dict:
-    train_set = ssl_minimal.data.load(dataset, "train", data_dir=data_dir)
+    # CLIP trains on image-caption pairs
+    uses_captions = getattr(ssl_minimal.methods.METHODS[name], "uses_captions", False)
+    load = ssl_minimal.data.load_captioned if uses_captions else ssl_minimal.data.load
+    train_set = load(dataset, "train", data_dir=data_dir)
     if budget.train_samples is not None and budget.train_samples < len(train_set):
         train_set = train_set.subset(budget.train_samples, seed=seed)
-    test_set = ssl_minimal.data.load(dataset, "test", data_dir=data_dir)
+    test_set = load(dataset, "test", data_dir=data_dir)
     torch.manual_seed(seed)
     backbone = budget.backbone_for(ssl_minimal.methods.METHODS[name])
     model = build_with_options(name, train_set, backbone, options or {})

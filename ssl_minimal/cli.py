@@ -88,6 +88,13 @@ def _train(args) -> None:
         print(f"kNN top-1 (k=200) before training (random init): {history.baseline_knn_accuracy:.2%}")
     if history.knn_accuracy and history.knn_step[-1] == history.step[-1]:
         print(f"kNN top-1 (k=200) after training:                {history.final_knn_accuracy:.2%}")
+    zero_shot = history.monitors.get("zero_shot/accuracy")
+    if zero_shot:                                      # CLIP: class names as prompts, no labelled image used
+        print(f"zero-shot top-1 before training (random init):  {zero_shot[0]:.2%}")
+        if history.monitor_step[-1] == history.step[-1]:
+            print(f"zero-shot top-1 after training:                 {zero_shot[-1]:.2%}" + "".join(
+                f"  ({part}: {history.monitors[f'zero_shot/{part}'][-1]:.2%})" for part in ("seen", "unseen")
+                if f"zero_shot/{part}" in history.monitors))
     print(f"wall time {history.wall_seconds:.0f} s; saved {output / 'checkpoint.pt'}, history.json, "
           f"training_curves.png")
 

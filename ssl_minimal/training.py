@@ -401,6 +401,16 @@ def knn_monitor(encoder: nn.Module, train, test, budget: Budget, seed: int = 0) 
     return evaluate.knn_accuracy(train_features, bank.labels, test_features, queries.labels, k=k)
 
 
+def _captions_for(method, dataset, device: torch.device) -> torch.Tensor | None:
+    """dataset.captions on `device` if the method trains on captions (`uses_captions`), else None."""
+    if not getattr(method, "uses_captions", False):
+        return None
+    if getattr(dataset, "captions", None) is None:
+        raise SSLMinimalError(f"{method.name} trains on (image, caption) pairs but the dataset has no captions; "
+                              f"load it with ssl_minimal.data.load_captioned({dataset.name!r}, ...)")
+    return dataset.captions.to(device)
+
+
 def _all_rng_states(state: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The generator state of every process, [W, n] (one process: [n], as saved before torch.distributed)."""
     if not distributed.is_distributed():
@@ -500,6 +510,8 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
                if distributed.is_distributed() else method)
     torch.manual_seed(seed + distributed.rank())            # each process draws its own augmentations
     images = dataset.images.to(device)
+    # (image, caption) pairs for the methods that read text (CLIP): the batch's captions go to training_step too
+    captions = _captions_for(method, dataset, device)
     steps_per_epoch = len(dataset) // budget.batch_size   # drop the last incomplete batch
     total_steps = steps_per_epoch * budget.epochs
     learning_rate = budget.learning_rate or method.learning_rate * budget.batch_size / 256
@@ -587,7 +599,7 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
             for i in decayed_groups:
                 optimizer.param_groups[i]["weight_decay"] = float(weight_decays[step])
         with autocast:
-            loss = step_function(images[indices], indices)
+            loss = step_function(images[indices], indices, *([] if captions is None else [captions[indices]]))
         # Reading a loss makes the CPU wait for the device; off the CPU the losses of several steps
         # are read at once (and always before an evaluation, a checkpoint or the end of the run).
         unread_losses.append(loss.detach())

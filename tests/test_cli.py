@@ -53,3 +53,13 @@ def test_a_run_writes_its_files_and_resume_continues_it(capsys, tmp_path):
     assert "kNN top-1 (k=200) before training (random init)" in out and "after training" in out
     assert (tmp_path / "training_curves.png").stat().st_size > 10_000
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 8
+
+
+def test_clip_trains_on_captioned_shapes_and_reports_zero_shot_before_and_after(capsys, tmp_path):
+    assert main(["train", "clip", "--budget", "smoke", "--epochs", "1", "--train-samples", "128", "--batch-size", "64",
+                 "--output", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "zero-shot top-1 before training (random init)" in out
+    assert "zero-shot top-1 after training" in out and "(unseen: " in out
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["monitors"]["zero_shot/accuracy"]) == 2                  # before and after

@@ -12,6 +12,7 @@ import ssl_minimal
 from ssl_minimal import augmentations, losses, training
 from ssl_minimal.checks import SSLMinimalError
 from ssl_minimal.cli import main
+from ssl_minimal.methods import METHODS as METHOD_CLASSES
 from ssl_minimal.training import fit, get_budget, method_backbones, resolve_precision
 
 CPU = torch.device("cpu")
@@ -53,8 +54,14 @@ def test_method_backbones_finds_every_encoder():
     assert method_backbones(ssl_minimal.build("moco_v3", dataset=train, backbone="small_vit")) == ["small_vit"]
 
 
+def shapes_256(method: str):
+    """256 training shapes; with captions for a method that reads them (CLIP)."""
+    load = ssl_minimal.data.load_captioned if METHOD_CLASSES[method].uses_captions else ssl_minimal.data.load
+    return load("shapes", "train").subset(256, seed=0)
+
+
 def short_run(method: str, precision: str, seed: int = 0):
-    train = ssl_minimal.data.load("shapes", "train").subset(256, seed=0)
+    train = shapes_256(method)
     torch.manual_seed(seed)
     model = ssl_minimal.build(method, dataset=train)
     budget = get_budget("smoke", epochs=1, batch_size=64, knn_every_epochs=0, precision=precision)
@@ -84,6 +91,7 @@ def test_auto_resolves_per_backbone_in_fit(monkeypatch):
     (losses.swav_loss, lambda z: ([z[0] @ z[2].t(), z[1] @ z[2].t()],
                                   [torch.softmax(z[1] @ z[2].t(), dim=1), torch.softmax(z[0] @ z[2].t(), dim=1)], 0.1)),
     (losses.barlow_twins_loss, lambda z: (z[0], z[1])),
+    (losses.clip_loss, lambda z: (z[0], z[1], 14.3)),
 ])
 def test_losses_compute_in_float32_inside_bf16_autocast(loss, arguments):
     torch.manual_seed(0)
@@ -142,11 +150,12 @@ def test_augmentations_stay_float32_inside_autocast(name):
 def test_every_method_trains_in_bf16_with_a_float32_loss_and_float32_state(method):
     history = short_run(method, "bf16")
     assert history.precision == "bf16" and all(map(torch.isfinite, torch.tensor(history.loss)))
-    train = ssl_minimal.data.load("shapes", "train").subset(256, seed=0)
+    train = shapes_256(method)
     model = ssl_minimal.build(method, dataset=train)
     model.before_training(train.images)
+    captions = [] if train.captions is None else [train.captions[:64]]
     with bf16_autocast():
-        loss = model.training_step(train.images[:64], torch.arange(64))
+        loss = model.training_step(train.images[:64], torch.arange(64), *captions)
     assert loss.dtype == torch.float32
     assert all(buffer.dtype != torch.bfloat16 for buffer in model.buffers())       # banks, queues, centres
     assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
