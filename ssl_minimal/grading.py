@@ -56,6 +56,8 @@ def check_function(answer: Callable, reference: Callable, make_inputs: Callable[
                 assert g == e, f"{what}: expected {e!r}, got {g!r}. Hint: {hint}"
                 continue
             assert isinstance(g, torch.Tensor), f"{what}: expected a tensor, got {type(g).__name__}"
+            assert not (g.requires_grad and not e.requires_grad), \
+                f"{what}: a gradient flows through this output, and it should not. Hint: {gradient_hint or hint}"
             assert g.shape == e.shape, f"{what}: expected shape {list(e.shape)}, got {list(g.shape)}. Hint: {hint}"
             assert torch.allclose(g.detach().double(), e.detach().double(), rtol=rtol, atol=atol), \
                 f"{what}: expected values {_describe(e)}, got {_describe(g)}. Hint: {hint}"
