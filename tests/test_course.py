@@ -186,7 +186,12 @@ def _nbgrader(course: Path, *arguments: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def graded_course(tmp_path_factory):
-    pytest.importorskip("nbgrader", reason="nbgrader is in the `course` extra: pip install -e '.[course]'")
+    try:
+        import nbgrader  # noqa: F401
+    except ImportError:                     # skipped on a machine without it; CI installs it (.ci/run)
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must install the `course` extra (nbgrader)")
+        pytest.skip("nbgrader is in the `course` extra: pip install -e '.[course]'")
     course = tmp_path_factory.mktemp("course")
     shutil.copytree(COURSE / "source", course / "source")
     shutil.copy(COURSE / "nbgrader_config.py", course)
