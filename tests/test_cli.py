@@ -21,12 +21,26 @@ def test_list_names_methods_datasets_and_budgets(capsys):
     (["train", "instdisc", "--budget", "huge"], "unknown budget 'huge'; valid budgets are: smoke, cpu, gpu, auto"),
     (["train", "instdisc", "--dataset", "imagenet"], "unknown dataset 'imagenet'; valid datasets are: shapes"),
     (["train", "instdisc", "--backbone", "vgg"], "unknown backbone 'vgg'; valid backbones are: small_convnet"),
+    (["train", "simclr_v1", "--batch-size", "0"], "--batch-size must be a whole number >= 1, got 0"),
+    (["train", "simclr_v1", "--epochs", "-3"], "--epochs must be a whole number >= 1, got -3"),
+    (["train", "simclr_v1", "--train-samples", "0"], "--train-samples must be a whole number >= 1, got 0"),
+    (["train", "simclr_v1", "--max-steps", "-1"], "--max-steps must be a whole number >= 1, got -1"),
+    (["train", "simclr_v1", "--learning-rate", "nan"], "--learning-rate must be a finite number > 0"),
+    (["train", "simclr_v1", "--learning-rate", "inf"], "--learning-rate must be a finite number > 0"),
+    (["train", "simclr_v1", "--learning-rate", "-0.1"], "--learning-rate must be a finite number > 0"),
 ])
 def test_user_mistakes_are_one_line_without_traceback(capsys, arguments, expected):
     assert main(arguments + ["--no-progress"]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.startswith("error: ") and expected in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert out == ""                                  # checked before anything is announced or started
+
+
+def test_an_unknown_dataset_is_reported_before_training_is_announced(capsys):
+    assert main(["train", "instdisc", "--dataset", "imagenet", "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert "training" not in out and "unknown dataset 'imagenet'" in err
 
 
 def test_missing_data_offline_says_how_to_get_it(capsys, monkeypatch, tmp_path):
