@@ -183,7 +183,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("methods", nargs="*", default=["simclr_v1", "moco_v2", "byol"])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--backbone", default=None, help="default: resnet18 on cuda, small_convnet on cpu")
+    parser.add_argument("--backbone", default=None, help="default: the budget's for each method (gpu budget on cuda, "
+                        "cpu budget on cpu: small_convnet, or small_vit for the ViT methods)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 512 on cuda, 256 on cpu")
     parser.add_argument("--steps", type=int, default=20, help="timed steps (after the warm-up)")
     parser.add_argument("--warmup-steps", type=int, default=5)
@@ -209,7 +210,7 @@ def main() -> None:
     if args.backbones_only:
         backbone_floors(args, device)
         return
-    backbone = args.backbone or ("resnet18" if device.type == "cuda" else "small_convnet")
+    default_budget = get_budget("gpu" if device.type == "cuda" else "cpu")    # its backbone per method (ConvNet or ViT)
     batch_size = args.batch_size or (512 if device.type == "cuda" else 256)
     train = training_images(batch_size * (args.steps + args.warmup_steps), args.data_dir)
     output = Path(args.output)
@@ -220,6 +221,7 @@ def main() -> None:
     results = []
     for name in args.methods:
         for precision in args.precision:
+            backbone = args.backbone or default_budget.backbone_for(ssl_minimal.methods.METHODS[name])
             results.append(measure(name, train, backbone, batch_size, args.steps, args.warmup_steps, device,
                                    args.compile, precision=precision))
             print(markdown_row(results[-1]), flush=True)
