@@ -161,3 +161,41 @@ def test_the_check_finds_a_stale_number(tmp_path):
     (tmp_path / "10_collapse.ipynb").write_text(json.dumps(notebook))
     assert ("9.5%" in [quoted for quoted, _ in unmatched_numbers(tmp_path / "10_collapse.ipynb")])
     assert "9.5%" not in [quoted for quoted, _ in unmatched_numbers(source)]
+
+
+# Notebooks whose committed outputs print an older version of the library's source: they need a rerun (issue 18).
+STALE_SOURCE = {"05_moco", "06_simclr", "10_collapse"}
+
+
+def stale_source_lines(notebook: Path) -> list[str]:
+    """Lines of code printed by `inspect.getsource(X)` (or a notebook's `show_lines(X, ...)`) in a cell's output
+    that X's current source lacks."""
+    import inspect
+    import json
+    cells = json.loads(notebook.read_text())["cells"]
+    namespace = {}
+    for cell in cells:                                   # the notebook's imports, to evaluate X
+        for line in "".join(cell["source"]).splitlines() if cell["cell_type"] == "code" else []:
+            if re.match(r"^(import|from)\s", line):
+                exec(line, namespace)                    # noqa: S102 (the repository's own notebooks)
+    stale = []
+    for cell in cells:
+        source = "".join(cell["source"])
+        expressions = re.findall(r"(?:inspect\.getsource|show_lines)\(([\w.]+)[,)]", source) if cell["cell_type"] == "code" else []
+        try:
+            current = {line.strip() for expression in expressions
+                       for line in inspect.getsource(eval(expression, namespace)).splitlines()}   # noqa: S307
+        except NameError:                                # a loop variable: not checked
+            continue
+        printed = "".join("".join(output.get("text", "")) for output in cell.get("outputs", []))
+        stale += [line for line in printed.splitlines()
+                  if expressions and re.match(r"^(>>)?(\s+\S|def |class |@)", line)
+                  and line.lstrip(">").strip() not in current]          # show_lines marks lines with ">>"
+    return stale
+
+
+@pytest.mark.parametrize("notebook", [pytest.param(path, marks=pytest.mark.xfail(
+    strict=True, reason="committed outputs print an older library source: rerun the notebook"))
+    if path.stem in STALE_SOURCE else path for path in notebooks()], ids=lambda path: path.stem)
+def test_printed_library_source_is_the_current_one(notebook):
+    assert not stale_source_lines(notebook)
