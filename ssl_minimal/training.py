@@ -130,7 +130,8 @@ def resolve_precision(precision: str, device: torch.device, backbones) -> tuple[
     """("fp32" or "bf16", why) for a run of networks with these backbone names on `device`.
 
     "auto" picks bf16 where the device computes it natively and, on a CPU, only for the backbones
-    measured faster with it (CPU_BF16_BACKBONES); everything else trains in fp32, unchanged.
+    measured faster with it (CPU_BF16_BACKBONES); everything else trains in fp32, unchanged. The
+    environment variable SSL_PRECISION=fp32|bf16 overrides "auto" (not an explicit precision).
     bf16 means: the training step runs under torch.autocast(bfloat16), so convolutions and matrix
     products of the networks run in bf16, while augmentations, every loss (losses.full_precision),
     Sinkhorn, memory banks, queues, momentum updates and kNN evaluation stay float32.
@@ -140,6 +141,12 @@ def resolve_precision(precision: str, device: torch.device, backbones) -> tuple[
     device, backbones = torch.device(device), sorted(set(backbones))
     if precision != "auto":
         return precision, "as asked"
+    forced = os.environ.get("SSL_PRECISION", "auto")        # e.g. SSL_PRECISION=fp32 pytest: the tests in fp32
+    if forced != "auto":
+        if forced not in PRECISIONS:
+            raise SSLMinimalError(f"SSL_PRECISION={forced!r} is not one of {', '.join(PRECISIONS)}; unset it or "
+                                  f"set it to one of them")
+        return forced, "SSL_PRECISION"
     if not native_bf16(device):
         return "fp32", f"{device.type} has no native bf16"
     if device.type == "cpu" and not (backbones and set(backbones) <= set(CPU_BF16_BACKBONES)):

@@ -22,6 +22,7 @@ def bf16_autocast():
 
 
 def test_auto_picks_bf16_only_for_the_backbones_measured_faster_on_a_native_bf16_cpu(monkeypatch):
+    monkeypatch.delenv("SSL_PRECISION", raising=False)
     monkeypatch.setattr(training, "native_bf16", lambda device: True)
     assert resolve_precision("auto", CPU, ["small_convnet"])[0] == "bf16"
     assert resolve_precision("auto", CPU, ["resnet18"])[0] == "bf16"
@@ -33,6 +34,16 @@ def test_auto_picks_bf16_only_for_the_backbones_measured_faster_on_a_native_bf16
     assert resolve_precision("fp32", CPU, ["small_convnet"]) == ("fp32", "as asked")
     with pytest.raises(SSLMinimalError, match="unknown precision 'fp16'; valid precisions are: auto, fp32, bf16"):
         resolve_precision("fp16", CPU, ["small_convnet"])
+
+
+def test_ssl_precision_environment_variable_overrides_auto_only(monkeypatch):
+    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    monkeypatch.setenv("SSL_PRECISION", "fp32")
+    assert resolve_precision("auto", CPU, ["small_convnet"]) == ("fp32", "SSL_PRECISION")
+    assert resolve_precision("bf16", CPU, ["small_convnet"]) == ("bf16", "as asked")
+    monkeypatch.setenv("SSL_PRECISION", "half")
+    with pytest.raises(SSLMinimalError, match="SSL_PRECISION='half' is not one of auto, fp32, bf16"):
+        resolve_precision("auto", CPU, ["small_convnet"])
 
 
 def test_method_backbones_finds_every_encoder():
@@ -59,6 +70,7 @@ def test_bf16_runs_are_reproducible_bitwise_and_really_bf16(method):
 
 
 def test_auto_resolves_per_backbone_in_fit(monkeypatch):
+    monkeypatch.delenv("SSL_PRECISION", raising=False)
     monkeypatch.setattr(training, "native_bf16", lambda device: True)
     assert short_run("simclr_v1", "auto").precision == "bf16"
     assert short_run("mae", "auto").precision == "fp32"                      # the small ViT stays fp32 on a CPU
@@ -140,6 +152,7 @@ def test_every_method_trains_in_bf16_with_a_float32_loss_and_float32_state(metho
 
 
 def test_cli_first_line_says_the_precision(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("SSL_PRECISION", raising=False)
     monkeypatch.setattr(training, "native_bf16", lambda device: True)
     arguments = ["--budget", "smoke", "--max-steps", "1", "--no-progress"]
     assert main(["train", "simclr_v1", *arguments, "--output", str(tmp_path / "a")]) == 0
