@@ -109,10 +109,11 @@ def get_budget(name: str | Budget | None = None, **overrides) -> Budget:
 # ----------------------------------------------------------------------------------------------
 # Precision: the networks in bf16 where that is faster, everything else in float32
 PRECISIONS = ("auto", "fp32", "bf16")
-# The backbones that train faster under bf16 autocast + channels_last on a CPU with native bf16
-# (avx512_bf16 / AMX), measured with benchmarks/throughput_floor.py --precision (BENCHMARKS.md section 9):
-# small ConvNet ~2.2x, ResNet-18 ~1.9x. The ViTs are not in it: their bf16 step was slower on such a CPU.
-CPU_BF16_BACKBONES = ("small_convnet", "resnet18")
+# The backbones whose forward + backward is faster under bf16 autocast + channels_last on a CPU with
+# native bf16 (avx512_bf16 / AMX): `benchmarks/throughput_floor.py --backbones-only`, BENCHMARKS.md
+# section 8 (1 thread: small ConvNet 1.64x, ResNet-18 1.97x, DeiT-Tiny's 64 tokens 1.27x). small_vit is
+# not: its 16 tokens of width 128 are too small matrices, and bf16 made it 0.76x as fast.
+CPU_BF16_BACKBONES = ("small_convnet", "resnet18", "vit_tiny")
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -26,6 +26,7 @@ def test_auto_picks_bf16_only_for_the_backbones_measured_faster_on_a_native_bf16
     monkeypatch.setattr(training, "native_bf16", lambda device: True)
     assert resolve_precision("auto", CPU, ["small_convnet"])[0] == "bf16"
     assert resolve_precision("auto", CPU, ["resnet18"])[0] == "bf16"
+    assert resolve_precision("auto", CPU, ["vit_tiny"])[0] == "bf16"
     assert resolve_precision("auto", CPU, ["small_vit"]) == ("fp32", "small_vit is not faster in bf16 on a CPU")
     assert resolve_precision("auto", CPU, ["small_convnet", "small_vit"])[0] == "fp32"
     monkeypatch.setattr(training, "native_bf16", lambda device: False)   # an older CPU: do not slow it down
