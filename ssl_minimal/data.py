@@ -311,8 +311,13 @@ def is_available(name: str, data_dir: str | Path | None = None) -> bool:
 
 def course_dataset(data_dir: str | Path | None = None) -> str:
     """The dataset the notebooks use: "cifar10" when it is on disk (data_dir, $SSL_DATA_DIR or the cache
-    folder), else the embedded "shapes", so that every notebook also runs on a fresh offline machine."""
-    return "cifar10" if is_available("cifar10", data_dir) else "shapes"
+    folder), else the embedded "shapes", so that every notebook also runs on a fresh offline machine.
+    The fallback is announced in one printed line: accuracies on shapes are not comparable with CIFAR-10's."""
+    if is_available("cifar10", data_dir):
+        return "cifar10"
+    print("CIFAR-10 was not found (set SSL_DATA_DIR to a folder that has it, see the README's Data section): "
+          "using the embedded 'shapes' dataset instead; accuracies will differ from the committed CIFAR-10 outputs")
+    return "shapes"
 
 
 def _resize(images: torch.Tensor, size: int | None) -> torch.Tensor:

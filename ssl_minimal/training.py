@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import math
 import os
 import time
@@ -26,7 +27,13 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+if importlib.util.find_spec("ipywidgets") is not None:
+    from tqdm.auto import tqdm          # a widget bar in Jupyter, a text bar elsewhere
+else:
+    # Without ipywidgets, tqdm.auto inside a notebook warns ("IProgress not found", printing the path of the
+    # installed tqdm) and falls back to the text bar anyway: take the text bar directly.
+    from tqdm.std import tqdm
 
 from . import distributed, evaluate
 from .checks import SSLMinimalError, unknown_name
