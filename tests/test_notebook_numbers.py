@@ -34,6 +34,11 @@ PILOT = "a pilot run named as such in the prose, not in this notebook's outputs"
 PAPER = "a paper's number (the sentence names the paper's authors, not 'paper')"
 ALLOWED = {
     "00_metric_learning": {"0.1": SETTING},
+    "13_clip": {"1.2": HAND, "1.6": HAND, "0.3711": HAND, "0.1839": HAND, "0.2775": HAND, "0.1269": HAND,
+                "0.5130": HAND, "0.3199": HAND, "1.25%": "chance of the 80-way classifier: 1 / 80",
+                "5.5": "log 256 = 5.5, the loss at chance (hand); and the bare name minus 'a large {}' on seed 0 "
+                       "(two numbers of the prompt table's output)",
+                "8.5": "the bare name minus 'a large {}' on seed 1 (74.5 - 66.0, from the prompt table's output)"},
     "01_instdisc": {"0.5108": HAND, "0.2231": HAND, "0.4055": HAND, "9.3": HAND, "8.9": FIGURE, "8.2": FIGURE},
     "02_invaspread": {"0.1": SETTING, "0.5514": HAND, "0.4764": HAND},
     "03_cpc": {"6.6": HAND, "22.1%": PILOT, "50%": SETTING},
@@ -191,6 +196,7 @@ def stale_source_lines(notebook: Path) -> list[str]:
         printed = "".join("".join(output.get("text", "")) for output in cell.get("outputs", []))
         stale += [line for line in printed.splitlines()
                   if expressions and re.match(r"^(>>)?(\s+\S|def |class |@)", line)
+                  and not re.fullmatch(r"[\s\[\](),.\d+-]*", line)          # a printed tensor's row, not code
                   and line.lstrip(">").strip() not in current]          # show_lines marks lines with ">>"
     return stale
 
