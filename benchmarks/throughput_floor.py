@@ -35,6 +35,7 @@ counts the time the other jobs had the cores. It is not a 2-core speed: say so b
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import platform
@@ -155,6 +156,8 @@ def measure(name: str, train, backbone: str, batch_size: int, steps: int, warmup
     seconds, resolved = history.step_seconds, history.precision
     training = steps * batch_size / (seconds[total_steps - 1] - seconds[warmup_steps - 1])
     encoder = model.encoder
+    if not any(parameter.requires_grad for parameter in encoder.parameters()):   # DINO's encoder is the teacher
+        encoder = copy.deepcopy(encoder).requires_grad_(True)
     bare = batch_size / time_passes([(encoder, (batch_size, 3, IMAGE_SIZE, IMAGE_SIZE), True)], device, steps,
                                     warmup_steps, compile, resolved)
     method_floor = batch_size / time_passes(step_passes, device, steps, warmup_steps, compile, resolved)
