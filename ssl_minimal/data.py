@@ -4,11 +4,14 @@ The datasets of this course are small enough to hold in memory, so there are no 
 open files: the training loop draws a batch of indices and indexes `dataset.images` directly, on the CPU
 or on a GPU (`dataset.to("cuda")`). Shuffling is the training loop's job, not this module's.
 
-`load(name, split)` knows four datasets:
+`load(name, split)` knows five datasets:
 
 - ``"shapes"``: ten classes of simple shapes (circle, square, ...) drawn by this module in a few seconds,
   with a random colour, position, size, rotation, background and distractor blob. Nothing to download;
-  the default dataset of the notebooks and tests.
+  the default dataset of the notebooks and tests. Each image comes with its ground-truth foreground mask
+  (`ImageDataset.masks`: the pixels the shape covers), for scoring attention maps (lesson 12).
+- ``"shapes64"``: the same scenes drawn at 64x64 (a ViT with 8x8 patches then sees 64 tokens, enough
+  for an attention map worth looking at), with their masks.
 - ``"cifar10"``: CIFAR-10, 50,000 train / 10,000 test images of 32x32 in 10 classes. Alex Krizhevsky,
   "Learning Multiple Layers of Features from Tiny Images", technical report, University of Toronto, 2009.
 - ``"cifar100"``: CIFAR-100 from the same report, 100 ("fine") classes of 500 train / 100 test images.
@@ -50,9 +53,10 @@ import torch.nn.functional as F
 
 from .checks import SSLMinimalError, check_images, unknown_name
 
-DATASETS = ("shapes", "cifar10", "cifar100", "stl10")
+DATASETS = ("shapes", "cifar10", "cifar100", "stl10", "shapes64")
 SPLITS = {
     "shapes": ("train", "test"),
+    "shapes64": ("train", "test"),
     "cifar10": ("train", "test"),
     "cifar100": ("train", "test"),
     "stl10": ("train", "test", "unlabeled", "train+unlabeled"),   # torchvision's STL10 split names
@@ -95,7 +99,8 @@ class ImageDataset:
 
     images: uint8 [N, 3, H, W] in 0..255. labels: int64 [N], class index, or -1 for an unlabelled image.
     classes: the class names, in label order. mean, std: per-channel statistics on [0, 1] for
-    `backbones.Normalize`.
+    `backbones.Normalize`. masks: bool [N, H, W], True on each image's object (ground-truth foreground),
+    or None when the dataset has none ("shapes" has them; photographs here do not).
     """
 
     name: str
@@ -105,6 +110,7 @@ class ImageDataset:
     classes: list[str]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    masks: torch.Tensor | None = None   # bool [N, H, W]: True on the object; None: no masks
 
     def __post_init__(self) -> None:
         check_images(self.images, "ImageDataset.images")
@@ -122,6 +128,12 @@ class ImageDataset:
             raise SSLMinimalError(f"ImageDataset.labels must lie in -1..{len(self.classes) - 1} (-1 = unlabelled, "
                                   f"{len(self.classes)} classes), got {self.labels.min().item()}.."
                                   f"{self.labels.max().item()}")
+        if self.masks is not None and (not isinstance(self.masks, torch.Tensor) or self.masks.dtype != torch.bool
+                                       or self.masks.shape != (len(self.images), *self.images.shape[-2:])):
+            given = (f"{self.masks.dtype} {list(self.masks.shape)}" if isinstance(self.masks, torch.Tensor)
+                     else type(self.masks).__name__)
+            raise SSLMinimalError(f"ImageDataset.masks must be None or a bool tensor of shape "
+                                  f"{[len(self.images), *self.images.shape[-2:]]} (one mask per image), got {given}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -135,8 +147,9 @@ class ImageDataset:
         return self.images.shape[-1]
 
     def to(self, device: torch.device | str) -> ImageDataset:
-        """The same dataset with images and labels on `device` (e.g. "cuda"), so batches need no copy."""
-        return dataclasses.replace(self, images=self.images.to(device), labels=self.labels.to(device))
+        """The same dataset with images, labels (and masks) on `device` (e.g. "cuda"), so batches need no copy."""
+        return dataclasses.replace(self, images=self.images.to(device), labels=self.labels.to(device),
+                                   masks=None if self.masks is None else self.masks.to(device))
 
     def subset(self, indices_or_n: int | Sequence[int] | torch.Tensor, seed: int = 0) -> ImageDataset:
         """A smaller dataset: the given indices (or boolean mask), or `n` images drawn at random, balanced
@@ -163,7 +176,8 @@ class ImageDataset:
                 raise SSLMinimalError(f"subset indices must lie in 0..{len(self) - 1} for {len(self)} images, "
                                       f"got {indices.min().item()}..{indices.max().item()}")
         indices = indices.to(self.images.device)
-        return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
+        return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices],
+                                   masks=None if self.masks is None else self.masks[indices])
 
     def __repr__(self) -> str:
         shown = ", ".join(self.classes[:4]) + (", ..." if len(self.classes) > 4 else "")
@@ -171,6 +185,7 @@ class ImageDataset:
         return (f"ImageDataset(name={self.name!r}, split={self.split!r}, "
                 f"images=uint8{list(self.images.shape)}, labels=int64[{len(self.labels)}]"
                 + (f" ({unlabelled} unlabelled)" if unlabelled else "")
+                + (f", masks=bool{list(self.masks.shape)}" if self.masks is not None else "")
                 + f", classes={len(self.classes)} [{shown}], device={self.images.device})")
 
 
@@ -206,14 +221,16 @@ def load(name: str, split: str = "train", data_dir: str | Path | None = None, do
     """Load a dataset split into memory as an `ImageDataset` (images uint8 [N, 3, H, W], labels int64 [N]).
 
     Args:
-        name: one of DATASETS: "shapes" (generated, no files), "cifar10", "cifar100", "stl10".
+        name: one of DATASETS: "shapes" and "shapes64" (generated, no files, with masks), "cifar10",
+            "cifar100", "stl10".
         split: "train" or "test"; STL-10 also has "unlabeled" and "train+unlabeled" (labels -1).
         data_dir: folder holding the data (see the module docstring); default $SSL_DATA_DIR, else
             ~/.cache/ssl_minimal, which is also where downloads go.
         download: True: download if the files are not found; False: never touch the network;
             None (default): download only if nothing is found locally.
         image_size: resize the images to image_size x image_size once, here (antialiased bilinear), e.g. to
-            train on STL-10 at 64 or 32 px on a CPU. "shapes" is drawn directly at that size.
+            train on STL-10 at 64 or 32 px on a CPU. "shapes" (default 32) and "shapes64" (default 64) are
+            drawn directly at that size.
         cache_dir: where decoded CIFAR-10 JPEGs are cached; default: $SSL_CACHE_DIR, else beside the .npz
             file if that folder is writable, else ~/.cache/ssl_minimal.
 
@@ -229,10 +246,11 @@ def load(name: str, split: str = "train", data_dir: str | Path | None = None, do
                                    or image_size < 1):
         raise SSLMinimalError(f"image_size must be a positive integer (pixels per side) or None, got {image_size!r}")
 
-    if name == "shapes":
-        images, labels = _shapes_arrays(split, image_size or SHAPES_IMAGE_SIZE)
+    if name in SHAPES_IMAGE_SIZES:
+        size = image_size or SHAPES_IMAGE_SIZES[name]
+        images, labels = _shapes_arrays(split, size)
         return ImageDataset(name, split, images.clone(), labels.clone(), list(SHAPES_CLASSES),
-                            SHAPES_MEAN, SHAPES_STD)
+                            SHAPES_MEAN, SHAPES_STD, masks=_shapes_masks(split, size).clone())
 
     root = resolve_data_dir(data_dir)
     tried: list[Path] = []
@@ -259,10 +277,10 @@ def load(name: str, split: str = "train", data_dir: str | Path | None = None, do
 
 
 def is_available(name: str, data_dir: str | Path | None = None) -> bool:
-    """True when `load(name, ...)` can work offline: "shapes" always, the others when their files are found."""
+    """True when `load(name, ...)` can work offline: "shapes(64)" always, the others when their files are found."""
     if name not in DATASETS:
         raise unknown_name("dataset", name, DATASETS)
-    if name == "shapes":
+    if name in SHAPES_IMAGE_SIZES:
         return True
     root = resolve_data_dir(data_dir)
     if name == "cifar10" and any(path.is_file() for path in (root / "cifar10" / "cifar10_jpeg.npz",
@@ -549,6 +567,13 @@ def _missing_data_error(name: str, tried: list[Path], reason: str) -> SSLMinimal
 
 SHAPES_CLASSES = ("circle", "square", "triangle", "ring", "cross", "star", "ellipse", "heart", "crescent", "arrow")
 SHAPES_IMAGE_SIZE = 32
+# "shapes64": the same scenes at 64 px. Measured (1 thread, forward + backward of small_vit, batch 64, shared
+# machine): 8x8 patches give 16 tokens at 32 px (780 img/s), 36 at 48 px (190), 64 at 64 px (140); 4x4
+# patches at 32 px give the same 64 tokens at 170 img/s but only 16 pixels per patch. 64 px with 8x8
+# patches: an 8x8 attention map (as 4x4 patches at 32 px) for about the same cost, and images whose maps
+# and masks can be drawn with some detail.
+SHAPES_IMAGE_SIZES = {"shapes": SHAPES_IMAGE_SIZE, "shapes64": 64}
+SHAPES_MASK_COVERAGE = 0.5                           # a pixel is foreground when the shape covers >= half of it
 SHAPES_PER_CLASS = {"train": 1000, "test": 200}      # 10,000 train / 2,000 test images
 SHAPES_SEEDS = {"train": 0, "test": 1}               # fixed: the dataset is the same on every machine and run
 # The nuisance ranges below were tuned so that a randomly initialised 4-layer ConvNet reaches about 30-35% kNN
@@ -730,3 +755,22 @@ def _shapes_arrays(split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         chunk = {key: value[start:start + SHAPES_CHUNK] for key, value in scene.items()}
         images[start:start + SHAPES_CHUNK] = _render_scenes(chunk, size, noise_rng)
     return images, torch.from_numpy(labels).long()
+
+
+def _shapes_scene(split: str, size: int) -> dict[str, np.ndarray]:
+    """The random choices behind split `split` drawn at `size` px: the same generator calls as `_shapes_arrays`."""
+    rng = np.random.default_rng(SHAPES_SEEDS[split])
+    labels = rng.permutation(np.repeat(np.arange(len(SHAPES_CLASSES)), SHAPES_PER_CLASS[split]))   # [N]
+    return _draw_scenes(rng, labels, size)
+
+
+@functools.lru_cache(maxsize=4)
+def _shapes_masks(split: str, size: int) -> torch.Tensor:
+    """Ground-truth foreground masks of the shapes dataset, bool [N, size, size]: the pixels that the
+    image's shape covers at least SHAPES_MASK_COVERAGE of (the distractor blob is background)."""
+    scene = _shapes_scene(split, size)
+    masks = torch.empty((len(scene["labels"]), size, size), dtype=torch.bool)
+    for start in range(0, len(masks), SHAPES_CHUNK):
+        chunk = {key: value[start:start + SHAPES_CHUNK] for key, value in scene.items()}
+        masks[start:start + SHAPES_CHUNK] = _shape_coverage(chunk, size)[:, 0] >= SHAPES_MASK_COVERAGE
+    return masks
