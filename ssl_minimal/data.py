@@ -4,11 +4,14 @@ The datasets of this course are small enough to hold in memory, so there are no 
 open files: the training loop draws a batch of indices and indexes `dataset.images` directly, on the CPU
 or on a GPU (`dataset.to("cuda")`). Shuffling is the training loop's job, not this module's.
 
-`load(name, split)` knows four datasets:
+`load(name, split)` knows five datasets:
 
 - ``"shapes"``: ten classes of simple shapes (circle, square, ...) drawn by this module in a few seconds,
   with a random colour, position, size, rotation, background and distractor blob. Nothing to download;
-  the default dataset of the notebooks and tests.
+  the default dataset of the notebooks and tests. Each image comes with its ground-truth foreground mask
+  (`ImageDataset.masks`: the pixels the shape covers), for scoring attention maps (lesson 12).
+- ``"shapes64"``: the same scenes drawn at 64x64 (a ViT with 8x8 patches then sees 64 tokens, enough
+  for an attention map worth looking at), with their masks.
 - ``"cifar10"``: CIFAR-10, 50,000 train / 10,000 test images of 32x32 in 10 classes. Alex Krizhevsky,
   "Learning Multiple Layers of Features from Tiny Images", technical report, University of Toronto, 2009.
 - ``"cifar100"``: CIFAR-100 from the same report, 100 ("fine") classes of 500 train / 100 test images.
@@ -52,9 +55,10 @@ import torch.nn.functional as F
 from .checks import SSLMinimalError, check_images, unknown_name
 from .text import Tokenizer, with_articles
 
-DATASETS = ("shapes", "cifar10", "cifar100", "stl10")
+DATASETS = ("shapes", "cifar10", "cifar100", "stl10", "shapes64")
 SPLITS = {
     "shapes": ("train", "test"),
+    "shapes64": ("train", "test"),
     "cifar10": ("train", "test"),
     "cifar100": ("train", "test"),
     "stl10": ("train", "test", "unlabeled", "train+unlabeled"),   # torchvision's STL10 split names
@@ -97,7 +101,8 @@ class ImageDataset:
 
     images: uint8 [N, 3, H, W] in 0..255. labels: int64 [N], class index, or -1 for an unlabelled image.
     classes: the class names, in label order. mean, std: per-channel statistics on [0, 1] for
-    `backbones.Normalize`.
+    `backbones.Normalize`. masks: bool [N, H, W], True on each image's object (ground-truth foreground),
+    or None when the dataset has none ("shapes" has them; photographs here do not).
     """
 
     name: str
@@ -111,6 +116,7 @@ class ImageDataset:
     captions: torch.Tensor | None = None        # int64 [N, K, L]: K captions per image, as token ids
     tokenizer: Tokenizer | None = None          # text <-> those token ids (ssl_minimal.text.Tokenizer)
     attributes: dict[str, torch.Tensor] | None = None   # per image [N], e.g. {"colour": ..., "unseen": ...}
+    masks: torch.Tensor | None = None   # bool [N, H, W]: True on the object; None: no masks
 
     def __post_init__(self) -> None:
         check_images(self.images, "ImageDataset.images")
@@ -134,6 +140,12 @@ class ImageDataset:
             if not isinstance(values, torch.Tensor) or values.shape[:1] != (len(self.images),):
                 raise SSLMinimalError(f"ImageDataset.attributes[{name!r}] must be a tensor with one row per image "
                                       f"({len(self.images)}), got {getattr(values, 'shape', type(values).__name__)}")
+        if self.masks is not None and (not isinstance(self.masks, torch.Tensor) or self.masks.dtype != torch.bool
+                                       or self.masks.shape != (len(self.images), *self.images.shape[-2:])):
+            given = (f"{self.masks.dtype} {list(self.masks.shape)}" if isinstance(self.masks, torch.Tensor)
+                     else type(self.masks).__name__)
+            raise SSLMinimalError(f"ImageDataset.masks must be None or a bool tensor of shape "
+                                  f"{[len(self.images), *self.images.shape[-2:]]} (one mask per image), got {given}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -147,7 +159,7 @@ class ImageDataset:
         return self.images.shape[-1]
 
     def to(self, device: torch.device | str) -> ImageDataset:
-        """The same dataset with images and labels on `device` (e.g. "cuda"), so batches need no copy."""
+        """The same dataset with images, labels (and masks, captions) on `device` (e.g. "cuda"), so batches need no copy."""
         return dataclasses.replace(self, images=self.images.to(device), labels=self.labels.to(device),
                                    **self._per_image_fields(lambda values: values.to(device)))
 
@@ -180,8 +192,10 @@ class ImageDataset:
                                    **self._per_image_fields(lambda values: values[indices.to(values.device)]))
 
     def _per_image_fields(self, change) -> dict:
-        """`change` applied to the optional per-image tensors (captions, attributes) that are present."""
+        """`change` applied to the optional per-image tensors (masks, captions, attributes) that are present."""
         fields = {}
+        if self.masks is not None:
+            fields["masks"] = change(self.masks)
         if self.captions is not None:
             fields["captions"] = change(self.captions)
         if self.attributes is not None:
@@ -194,6 +208,7 @@ class ImageDataset:
         return (f"ImageDataset(name={self.name!r}, split={self.split!r}, "
                 f"images=uint8{list(self.images.shape)}, labels=int64[{len(self.labels)}]"
                 + (f" ({unlabelled} unlabelled)" if unlabelled else "")
+                + (f", masks=bool{list(self.masks.shape)}" if self.masks is not None else "")
                 + f", classes={len(self.classes)} [{shown}]"
                 + (f", captions=int64{list(self.captions.shape)}" if self.captions is not None else "")
                 + f", device={self.images.device})")
@@ -244,14 +259,16 @@ def load(name: str, split: str = "train", data_dir: str | Path | None = None, do
     """Load a dataset split into memory as an `ImageDataset` (images uint8 [N, 3, H, W], labels int64 [N]).
 
     Args:
-        name: one of DATASETS: "shapes" (generated, no files), "cifar10", "cifar100", "stl10".
+        name: one of DATASETS: "shapes" and "shapes64" (generated, no files, with masks), "cifar10",
+            "cifar100", "stl10".
         split: "train" or "test"; STL-10 also has "unlabeled" and "train+unlabeled" (labels -1).
         data_dir: folder holding the data (see the module docstring); default $SSL_DATA_DIR, else
             ~/.cache/ssl_minimal, which is also where downloads go.
         download: True: download if the files are not found; False: never touch the network;
             None (default): download only if nothing is found locally.
         image_size: resize the images to image_size x image_size once, here (antialiased bilinear), e.g. to
-            train on STL-10 at 64 or 32 px on a CPU. "shapes" is drawn directly at that size.
+            train on STL-10 at 64 or 32 px on a CPU. "shapes" (default 32) and "shapes64" (default 64) are
+            drawn directly at that size.
         cache_dir: where decoded CIFAR-10 JPEGs are cached; default: $SSL_CACHE_DIR, else beside the .npz
             file if that folder is writable, else ~/.cache/ssl_minimal.
 
@@ -267,10 +284,11 @@ def load(name: str, split: str = "train", data_dir: str | Path | None = None, do
                                    or image_size < 1):
         raise SSLMinimalError(f"image_size must be a positive integer (pixels per side) or None, got {image_size!r}")
 
-    if name == "shapes":
-        images, labels = _shapes_arrays(split, image_size or SHAPES_IMAGE_SIZE)
+    if name in SHAPES_IMAGE_SIZES:
+        size = image_size or SHAPES_IMAGE_SIZES[name]
+        images, labels = _shapes_arrays(split, size)
         return ImageDataset(name, split, images.clone(), labels.clone(), list(SHAPES_CLASSES),
-                            SHAPES_MEAN, SHAPES_STD)
+                            SHAPES_MEAN, SHAPES_STD, masks=_shapes_masks(split, size).clone())
 
     root = resolve_data_dir(data_dir)
     tried: list[Path] = []
@@ -297,10 +315,10 @@ def load(name: str, split: str = "train", data_dir: str | Path | None = None, do
 
 
 def is_available(name: str, data_dir: str | Path | None = None) -> bool:
-    """True when `load(name, ...)` can work offline: "shapes" always, the others when their files are found."""
+    """True when `load(name, ...)` can work offline: "shapes(64)" always, the others when their files are found."""
     if name not in DATASETS:
         raise unknown_name("dataset", name, DATASETS)
-    if name == "shapes":
+    if name in SHAPES_IMAGE_SIZES:
         return True
     root = resolve_data_dir(data_dir)
     if name == "cifar10" and any(path.is_file() for path in (root / "cifar10" / "cifar10_jpeg.npz",
@@ -592,6 +610,13 @@ def _missing_data_error(name: str, tried: list[Path], reason: str) -> SSLMinimal
 
 SHAPES_CLASSES = ("circle", "square", "triangle", "ring", "cross", "star", "ellipse", "heart", "crescent", "arrow")
 SHAPES_IMAGE_SIZE = 32
+# "shapes64": the same scenes at 64 px. Measured (1 thread, forward + backward of small_vit, batch 64, shared
+# machine): 8x8 patches give 16 tokens at 32 px (780 img/s), 36 at 48 px (190), 64 at 64 px (140); 4x4
+# patches at 32 px give the same 64 tokens at 170 img/s but only 16 pixels per patch. 64 px with 8x8
+# patches: an 8x8 attention map (as 4x4 patches at 32 px) for about the same cost, and images whose maps
+# and masks can be drawn with some detail.
+SHAPES_IMAGE_SIZES = {"shapes": SHAPES_IMAGE_SIZE, "shapes64": 64}
+SHAPES_MASK_COVERAGE = 0.5                           # a pixel is foreground when the shape covers >= half of it
 SHAPES_PER_CLASS = {"train": 1000, "test": 200}      # 10,000 train / 2,000 test images
 SHAPES_SEEDS = {"train": 0, "test": 1}               # fixed: the dataset is the same on every machine and run
 # The nuisance ranges below were tuned so that a randomly initialised 4-layer ConvNet reaches about 30-35% kNN
@@ -952,3 +977,20 @@ def _dominant_colours(images: torch.Tensor) -> torch.Tensor:
         else:
             names.append(next(name for bound, name in CIFAR10_HUES if h_ < bound))
     return torch.tensor([CIFAR10_COLOURS.index(name) for name in names], dtype=torch.int64)
+def _shapes_scene(split: str, size: int) -> dict[str, np.ndarray]:
+    """The random choices behind split `split` drawn at `size` px: the same generator calls as `_shapes_arrays`."""
+    rng = np.random.default_rng(SHAPES_SEEDS[split])
+    labels = rng.permutation(np.repeat(np.arange(len(SHAPES_CLASSES)), SHAPES_PER_CLASS[split]))   # [N]
+    return _draw_scenes(rng, labels, size)
+
+
+@functools.lru_cache(maxsize=4)
+def _shapes_masks(split: str, size: int) -> torch.Tensor:
+    """Ground-truth foreground masks of the shapes dataset, bool [N, size, size]: the pixels that the
+    image's shape covers at least SHAPES_MASK_COVERAGE of (the distractor blob is background)."""
+    scene = _shapes_scene(split, size)
+    masks = torch.empty((len(scene["labels"]), size, size), dtype=torch.bool)
+    for start in range(0, len(masks), SHAPES_CHUNK):
+        chunk = {key: value[start:start + SHAPES_CHUNK] for key, value in scene.items()}
+        masks[start:start + SHAPES_CHUNK] = _shape_coverage(chunk, size)[:, 0] >= SHAPES_MASK_COVERAGE
+    return masks

@@ -13,6 +13,9 @@ features, never by the pretext loss:
   * `collapse_diagnostics` — did the embeddings collapse to a point or to a low-dimensional
     subspace? (SimSiam's per-dimension std, Chen & He, 2021, arXiv 2011.10566, Sec. 4.1; and the
     effective rank of Roy & Vetterli, 2007.)
+  * `attention_mask`, `mask_jaccard`, `attention_jaccard` — do a ViT's [CLS] attention maps find the
+    object? The maps thresholded to 60% of their mass, scored by Jaccard against ground-truth masks
+    (DINO, Caron et al., 2021, arXiv 2104.14294, Sec. 4.2.1, and its visualize_attention.py).
 
 Typical use, with any encoder that maps images [B, 3, H, W] in [0, 1] to features [B, D]:
 
@@ -499,3 +502,54 @@ def zero_shot_report(model: nn.Module, dataset, templates: list[str] | tuple[str
         unseen = unseen.cpu()
         report.update(seen=correct[~unseen].mean().item(), unseen=correct[unseen].mean().item())
     return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention maps against ground-truth masks (DINO, Caron et al. 2021, arXiv 2104.14294, Sec. 4.2.1)
+ATTENTION_MASS = 0.6     # DINO's visualize_attention.py --threshold: keep the patches holding 60% of the mass
+
+
+def attention_mask(maps: torch.Tensor, mass: float = ATTENTION_MASS) -> torch.Tensor:
+    """Threshold attention maps the way DINO's visualize_attention.py does: in each map [..., g, g] keep
+    the largest patches until they hold `mass` of its total (the patch that crosses the line is kept).
+    Returns bool [..., g, g]."""
+    if not (isinstance(maps, torch.Tensor) and maps.dim() >= 2 and maps.shape[-1] == maps.shape[-2]):
+        given = list(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+        raise SSLMinimalError(f"attention maps must be a tensor [..., g, g] (square patch grids), got {given}")
+    if not 0 < mass <= 1:
+        raise SSLMinimalError(f"mass must be in (0, 1] (the fraction of the attention kept; DINO: 0.6), got {mass}")
+    flat = maps.detach().float().flatten(-2)                                     # [..., g*g]
+    values, order = torch.sort(flat, dim=-1)                                     # ascending
+    cumulative = torch.cumsum(values / values.sum(dim=-1, keepdim=True), dim=-1)
+    keep_sorted = cumulative > 1 - mass                  # the smallest patches that hold 1 - mass are dropped
+    keep = torch.empty_like(keep_sorted).scatter_(-1, order, keep_sorted)       # back to patch order
+    return keep.view(maps.shape)
+
+
+def mask_jaccard(maps: torch.Tensor, masks: torch.Tensor, mass: float = ATTENTION_MASS) -> torch.Tensor:
+    """Jaccard similarity |A n B| / |A u B| between each thresholded attention map (`attention_mask`,
+    each patch blown up to its pixels) and the image's ground-truth mask. maps: [N, heads, g, g],
+    masks: bool [N, H, W] with H a multiple of g. Returns [N, heads]. (DINO Sec. 4.2.1; 1 when both are empty.)"""
+    if not (isinstance(maps, torch.Tensor) and maps.dim() == 4):
+        given = list(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+        raise SSLMinimalError(f"maps must be a tensor [N, heads, g, g], got {given}")
+    if not (isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.dim() == 3
+            and len(masks) == len(maps) and masks.shape[1] == masks.shape[2] and masks.shape[1] % maps.shape[-1] == 0):
+        given = f"{masks.dtype} {list(masks.shape)}" if isinstance(masks, torch.Tensor) else type(masks).__name__
+        raise SSLMinimalError(f"masks must be bool [N, H, H] with N = {len(maps)} and H a multiple of the patch grid "
+                              f"{maps.shape[-1]}, got {given} (the ground truth is ImageDataset.masks)")
+    scale = masks.shape[-1] // maps.shape[-1]                                     # pixels per patch side
+    kept = attention_mask(maps, mass).to(masks.device)
+    kept = kept.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)  # [N, heads, H, W]
+    truth = masks[:, None]                                                         # [N, 1, H, W]
+    intersection = (kept & truth).sum(dim=(-2, -1)).float()
+    union = (kept | truth).sum(dim=(-2, -1)).float()
+    return torch.where(union > 0, intersection / union.clamp(min=1), 1.0)
+
+
+def attention_jaccard(maps: torch.Tensor, masks: torch.Tensor, mass: float = ATTENTION_MASS) -> dict:
+    """`mask_jaccard` averaged over a test set: {"per_head": [heads] list, "best_head": the head with the
+    highest mean (one head chosen for the whole set, as a figure shows one head), "mean_over_heads"}."""
+    per_head = mask_jaccard(maps, masks, mass).mean(dim=0)                          # [heads]
+    return {"per_head": per_head.tolist(), "best_head": per_head.max().item(),
+            "mean_over_heads": per_head.mean().item()}

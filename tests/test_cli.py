@@ -13,7 +13,7 @@ def test_list_names_methods_datasets_and_budgets(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ssl_minimal.METHODS)
-    assert "shapes" in out and "cifar10" in out and "smoke" in out and "cpu" in out and "gpu" in out
+    assert "shapes" in out and "shapes64" in out and "cifar10" in out and "smoke" in out and "cpu" in out and "gpu" in out
 
 
 @pytest.mark.parametrize("arguments, expected", [

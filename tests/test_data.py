@@ -196,6 +196,64 @@ def test_shapes_at_another_size_draw_the_same_scenes():
     assert bool((same < other).all())                             # every image is closest to its own scene
 
 
+def test_shapes_32px_images_are_unchanged():
+    """The pixels behind every committed number on "shapes": a checksum of the test split (masks and
+    shapes64 added nothing to the images)."""
+    images, labels = data._shapes_arrays("test", 32)
+    assert int(images.sum()) == 782_972_284 and int((images.long() * torch.arange(32)).sum()) == 12_129_607_895
+    assert int((labels * torch.arange(2000)).sum()) == 8_916_060
+
+
+def test_shapes_masks_are_the_shapes_pixels():
+    test = data.load("shapes", "test")
+    masks = test.masks
+    assert masks.dtype == torch.bool and masks.shape == (2000, 32, 32)
+    scene = data._shapes_scene("test", 32)
+    assert torch.equal(torch.from_numpy(scene["labels"]), test.labels)       # the same scenes as the images
+    # a circle's mask: its area is pi r^2, its centroid the circle's centre
+    circles = np.flatnonzero(scene["labels"] == 0)[:20]
+    area = masks[circles].sum(dim=(1, 2)).numpy()
+    assert area == pytest.approx(np.pi * scene["radius"][circles] ** 2, rel=0.08)
+    y, x = torch.meshgrid(torch.arange(32.0) + 0.5, torch.arange(32.0) + 0.5, indexing="ij")
+    centroid = np.stack([(x * masks[circles]).sum(dim=(1, 2)).numpy() / area,
+                         (y * masks[circles]).sum(dim=(1, 2)).numpy() / area], axis=1)
+    assert np.abs(centroid - scene["centre"][circles]).max() < 0.5
+    # inside the mask the image shows the shape's colour; outside it does not
+    colour = torch.from_numpy(scene["colour"]).float() * 255                         # [N, 3]
+    distance = (test.images.float() - colour[:, :, None, None]).norm(dim=1)          # [N, 32, 32]
+    assert distance[masks].median() < 15 and distance[~masks].median() > 100
+
+
+def test_shapes64_draws_the_same_scenes_with_their_masks():
+    small, large = data.load("shapes", "test"), data.load("shapes64", "test")
+    assert large.name == "shapes64" and large.images.shape == (2000, 3, 64, 64) and large.masks.shape == (2000, 64, 64)
+    assert torch.equal(small.labels, large.labels)
+    pooled = F.avg_pool2d(large.masks[:, None].float(), 2)[:, 0]                    # [2000, 32, 32]
+    agree = ((pooled >= 0.5) == small.masks).float().mean()
+    assert agree > 0.98                                                               # the same shapes, finer
+    assert data.load("shapes64", "test", image_size=32).masks.equal(small.masks)
+    mean, std = channel_mean_and_std(data.load("shapes64", "train").images)
+    assert mean == pytest.approx(data.SHAPES_MEAN, abs=0.01) and std == pytest.approx(data.SHAPES_STD, abs=0.01)
+    assert data.is_available("shapes64") and "masks=bool[2000, 64, 64]" in repr(large)
+
+
+def test_masks_follow_subset_and_to_and_are_checked():
+    test = data.load("shapes", "test")
+    part = test.subset([5, 3, 7])
+    assert torch.equal(part.masks, test.masks[[5, 3, 7]])
+    assert torch.equal(test.subset(50, seed=2).masks, test.masks[data._balanced_indices(test.labels, 50, 2)])
+    assert torch.equal(test.subset(test.labels == 3).masks, test.masks[test.labels == 3])
+    assert torch.equal(part.to("cpu").masks, part.masks)
+    assert make_dataset([0, 1]).masks is None and make_dataset([0, 1]).subset([1]).masks is None
+    images = random_images(2, 8)
+    arguments = dict(name="toy", split="train", classes=["a", "b"], mean=(0.5,) * 3, std=(0.25,) * 3)
+    with pytest.raises(SSLMinimalError, match=r"masks must be None or a bool tensor of shape \[2, 8, 8\]"):
+        data.ImageDataset(images=images, labels=torch.tensor([0, 1]), masks=torch.zeros(2, 8, 8), **arguments)
+    with pytest.raises(SSLMinimalError, match=r"got torch.bool \[2, 4, 4\]"):
+        data.ImageDataset(images=images, labels=torch.tensor([0, 1]), masks=torch.zeros(2, 4, 4, dtype=torch.bool),
+                          **arguments)
+
+
 @pytest.mark.parametrize("name, inside, outside", [
     ("circle", [(0, 0), (0.7, 0.7)], [(0.75, 0.75), (1.01, 0)]),
     ("ring", [(0.8, 0), (0, -0.6)], [(0, 0), (0.5, 0), (1.05, 0)]),

@@ -181,3 +181,52 @@ def test_fit_trains_a_couple_of_steps(tiny_dataset):
     assert model.center.abs().sum() > 0                                            # the centre moved
     assert not all(torch.equal(a, b) for a, b in zip(teacher_before, model.encoder.parameters()))
     assert model.encoder.backbone.patch_size == 8 and type(model).architecture == "vit"
+
+
+def test_head_last_layer_is_weight_normalised_with_unit_gain():
+    """main_dino.py's DINOHead: weight_norm(Linear(256, K)) with g fixed to 1, so each output is the cosine
+    between the L2-normalised bottleneck and a row of v: rescaling any row of v changes nothing."""
+    from ssl_minimal.methods.dino import DINOHead
+    torch.manual_seed(0)
+    head, features = DINOHead(12, 16, 8, 10), torch.randn(5, 12)
+    out = head(features)
+    z = torch.nn.functional.normalize(head.mlp(features), dim=1)
+    assert torch.allclose(out, z @ torch.nn.functional.normalize(head.last_layer.weight, dim=1).t(), atol=1e-6)
+    assert out.abs().max() <= 1 + 1e-6                                             # cosines
+    with torch.no_grad():
+        head.last_layer.weight.mul_(torch.linspace(0.1, 30, 10)[:, None])          # each row rescaled differently
+    assert torch.allclose(head(features), out, atol=1e-5)
+
+
+def test_gradient_clipping_is_per_parameter_not_global(tiny_dataset):
+    """main_dino.py clip_gradients: each parameter's gradient norm is clipped to 3 on its own; a small
+    gradient is left as it is, however large the others (one global clip would shrink it too)."""
+    model = _model()
+    model.training_step(tiny_dataset.images[:8], torch.arange(8)).backward()
+    parameters = list(model.student_encoder.parameters())
+    large, small = parameters[0], parameters[-1]
+    large.grad.normal_().mul_(100 / large.grad.norm())                             # norm 100
+    small.grad.normal_().mul_(0.5 / small.grad.norm())                             # norm 0.5
+    small_before = small.grad.clone()
+    model.after_backward(0.9)
+    assert large.grad.norm().item() == pytest.approx(3.0, rel=1e-4)
+    assert torch.equal(small.grad, small_before)
+
+
+def test_paper_recipe_and_defaults():
+    """Sec. 3.2 and main_dino.py's defaults (the CPU lesson changes some in its own settings, not here)."""
+    from ssl_minimal.methods import dino
+    model = _model(num_local_crops=dino.NUM_LOCAL_CROPS)
+    recipe = (model.optimizer, model.learning_rate, model.weight_decay, model.final_weight_decay)
+    assert recipe == ("adamw", 0.0005, 0.04, 0.4)                                 # lr x batch / 256; wd cosine 0.04 -> 0.4
+    assert (model.tau_s, model.tau_t_start, model.tau_t_end, model.teacher_warmup_epochs) == (0.1, 0.04, 0.04, 0)
+    assert (model.center_momentum, model.base_momentum, model.num_local_crops) == (0.9, 0.996, 8)
+    assert (dino.CLIP_GRAD, model.freeze_last_layer_epochs, model.student_head.last_layer.out_features) == (3.0, 1, 20)
+    assert (dino.HIDDEN_DIM, dino.BOTTLENECK_DIM, dino.OUTPUT_DIM) == (2048, 256, 4096)
+    crops = [(a.name, a.steps[0].options["size"], a.steps[0].options["scale"])
+             for a in (model.augment, model.augment_prime, model.augment_local)]
+    assert crops == [("byol_view1", 32, (0.4, 1.0)), ("byol_view2", 32, (0.4, 1.0)), ("dino_local", 16, (0.05, 0.4))]
+    lesson = _model(global_scale=(0.7, 1.0), local_scale=(0.2, 0.5), local_size=8)
+    assert lesson.augment.steps[0].options["scale"] == (0.7, 1.0)
+    assert lesson.augment_local.steps[0].options["scale"] == (0.2, 0.5)
+    assert lesson.augment_local.steps[0].options["size"] == 8

@@ -305,3 +305,41 @@ def test_extract_features_plain_function_and_errors():
         evaluate.extract_features(lambda x: x.flatten(1), images * 255)
     with pytest.raises(SSLMinimalError, match="batch_size"):
         evaluate.extract_features(lambda x: x.flatten(1), images, batch_size=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# attention maps against ground-truth masks (DINO Sec. 4.2.1)
+def test_attention_mask_keeps_the_patches_holding_60_percent_of_the_mass_by_hand():
+    maps = torch.tensor([[[0.1, 0.2], [0.3, 0.4]],      # sorted cumulative 0.1, 0.3, 0.6, 1.0: keep 0.3 and 0.4
+                         [[0.7, 0.1], [0.1, 0.1]],      # 0.7 alone holds 60%: one patch, not 60% of the patches
+                         [[0.05, 0.5], [0.05, 0.4]]])   # 0.5 + 0.4 (0.5 alone is too little)
+    expected = torch.tensor([[[False, False], [True, True]], [[True, False], [False, False]],
+                             [[False, True], [False, True]]])
+    assert torch.equal(evaluate.attention_mask(maps), expected)
+    assert torch.equal(evaluate.attention_mask(10 * maps), expected)                 # any scale: mass, not values
+    assert evaluate.attention_mask(maps, mass=1.0).all()
+    with pytest.raises(SSLMinimalError, match="mass must be in"):
+        evaluate.attention_mask(maps, mass=60)
+
+
+def test_mask_jaccard_by_hand_and_the_best_head_over_a_test_set():
+    top_row = torch.tensor([[0.5, 0.4], [0.05, 0.05]])                      # keeps the top two patches
+    left_column = torch.tensor([[0.5, 0.05], [0.4, 0.05]])                  # keeps the left two patches
+    truth = torch.zeros(2, 4, 4, dtype=torch.bool)
+    truth[0, :, :2] = True                                                  # image 0: the left half
+    truth[1, :2, :] = True                                                  # image 1: the top half
+    maps = torch.stack([torch.stack([top_row, left_column]), torch.stack([top_row, top_row])])   # [2, 2, 2, 2]
+    jaccard = evaluate.mask_jaccard(maps, truth)
+    # image 0: head 0 keeps the top half (8 px) against the left half (8 px): 4 shared of 12 -> 1/3; head 1: exact
+    # image 1: both heads keep the top half, which is the ground truth: 1
+    assert jaccard.flatten().tolist() == pytest.approx([1 / 3, 1.0, 1.0, 1.0])
+    scores = evaluate.attention_jaccard(maps, truth)
+    assert scores["per_head"] == pytest.approx([2 / 3, 1.0])
+    assert scores["best_head"] == pytest.approx(1.0) and scores["mean_over_heads"] == pytest.approx(5 / 6)
+    # the best head is one head for the whole set, not each image's best
+    swapped = torch.stack([torch.stack([top_row, left_column]), torch.stack([top_row, left_column])])
+    assert evaluate.attention_jaccard(swapped, truth)["best_head"] == pytest.approx(2 / 3)   # per-image max: 1
+    with pytest.raises(SSLMinimalError, match="masks must be bool"):
+        evaluate.mask_jaccard(maps, truth.float())
+    with pytest.raises(SSLMinimalError, match="masks must be bool"):
+        evaluate.mask_jaccard(maps, torch.zeros(2, 5, 5, dtype=torch.bool))

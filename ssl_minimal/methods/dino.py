@@ -90,6 +90,7 @@ class DINO(Method):
                  teacher_warmup_epochs: float = TEACHER_WARMUP_EPOCHS, center_momentum: float = CENTER_MOMENTUM,
                  base_momentum: float = BASE_MOMENTUM, num_local_crops: int = NUM_LOCAL_CROPS,
                  local_size: int | None = None, global_scale: tuple[float, float] = GLOBAL_SCALE,
+                 local_scale: tuple[float, float] = LOCAL_SCALE,
                  freeze_last_layer_epochs: float = FREEZE_LAST_LAYER_EPOCHS, centering: bool = True,
                  sharpening: bool = True, image_size: int = 32, backbone: str = "small_vit", **encoder_options):
         super().__init__(backbone=backbone, image_size=image_size, **encoder_options)
@@ -103,7 +104,7 @@ class DINO(Method):
         self.local_size, self.num_local_crops = local_size or image_size // 2, num_local_crops
         self.augment = augmentations.recipe("byol_view1", image_size, scale=global_scale)        # x_1^g
         self.augment_prime = augmentations.recipe("byol_view2", image_size, scale=global_scale)  # x_2^g
-        self.augment_local = augmentations.recipe("dino_local", self.local_size, scale=LOCAL_SCALE)
+        self.augment_local = augmentations.recipe("dino_local", self.local_size, scale=local_scale)
         # student g_s = student_head(student_encoder(x)); teacher g_t: copies that get no gradient
         self.student_encoder = self.encoder
         self.student_head = DINOHead(self.student_encoder.output_dim, hidden_dim, bottleneck_dim, output_dim)
