@@ -106,6 +106,13 @@ class MoCoV3(Method):
         nn.init.zeros_(patch.bias)
         patch.requires_grad_(not freeze)
 
+    def gradient_norm_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Sec. 4.1's monitor: the patch projection (the first layer) apart from the rest of the
+        backbone, for training.GradientNorms. A frozen projection has no gradient to record."""
+        patch = list(self.encoder.backbone.patch_embedding.parameters()) if self.vit else []
+        return {"patch projection": patch,
+                "rest of the backbone": [p for p in self.encoder.parameters() if all(p is not q for q in patch)]}
+
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.augment(images), self.augment_prime(images)          # [N, 3, H, W] each
         q1 = F.normalize(self.predictor(self.projector(self.encoder(x1))), dim=1)   # [N, C]
