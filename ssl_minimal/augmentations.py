@@ -65,7 +65,8 @@ def _checks_images(op: Callable[..., torch.Tensor]) -> Callable[..., torch.Tenso
     copying before every op made the SimCLR recipe ~1.7x slower on CPU (and costs a GPU sync each)."""
     @functools.wraps(op)
     def checked(images: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return op(_float_copy(images), *args, **kwargs)
+        with torch.autocast(images.device.type, enabled=False):       # float32 inside a bf16 autocast too
+            return op(_float_copy(images), *args, **kwargs)
     checked.unchecked = op
     return checked
 
@@ -347,7 +348,8 @@ def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
     linear = torch.where(images <= 0.04045, images / 12.92, ((images + 0.055) / 1.055) ** 2.4)   # [B, 3, H, W]
     matrix = torch.tensor(SRGB_TO_XYZ, dtype=images.dtype, device=images.device)
     white = torch.tensor(D65_WHITE, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    xyz = torch.einsum("ij,bjhw->bihw", matrix, linear) / white                                  # X/Xn, Y/Yn, Z/Zn
+    with torch.autocast(images.device.type, enabled=False):       # float32 inside a bf16 autocast too
+        xyz = torch.einsum("ij,bjhw->bihw", matrix, linear) / white                              # X/Xn, Y/Yn, Z/Zn
     # The clamp keeps the cube root's gradient finite where torch.where picks the linear branch.
     f = torch.where(xyz > LAB_EPSILON, xyz.clamp(min=LAB_EPSILON) ** (1 / 3), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
     fx, fy, fz = f.unbind(dim=1)                                                                 # [B, H, W]
@@ -527,8 +529,10 @@ class Augmentation(nn.Module):
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         images = _float_copy(images)      # checked once; the steps may then change it in place
-        for step in self.steps:
-            images = step(images, generator)
+        # Always float32, also inside fit's bf16 autocast: the blur's convolution would return bf16.
+        with torch.autocast(images.device.type, enabled=False):
+            for step in self.steps:
+                images = step(images, generator)
         return images
 
     def __repr__(self) -> str:
@@ -720,8 +724,9 @@ def multi_crop(images: torch.Tensor, global_size: int, local_size: int, num_glob
             Step(color_jitter, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, p=0.8),
             Step(random_grayscale, p=0.2)], "Caron et al. 2020, arXiv 2006.09882")
     crops = [(global_size, global_scale)] * num_global + [(local_size, local_scale)] * num_local
-    return [augment(random_resized_crop.unchecked(images, size, scale, generator=generator), generator=generator)
-            for size, scale in crops]
+    with torch.autocast(images.device.type, enabled=False):          # float32 inside a bf16 autocast too
+        return [augment(random_resized_crop.unchecked(images, size, scale, generator=generator), generator=generator)
+                for size, scale in crops]
 
 
 # ----------------------------------------------------------------------------------------------

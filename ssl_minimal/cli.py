@@ -23,7 +23,7 @@ from .checks import SSLMinimalError
 def _parser() -> argparse.ArgumentParser:
     from . import METHODS
     from .data import DATASETS
-    from .training import BUDGETS
+    from .training import BUDGETS, PRECISIONS
     parser = argparse.ArgumentParser(prog="python -m ssl_minimal", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list methods, datasets and budgets")
@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     train.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    train.add_argument("--precision", default=None, choices=PRECISIONS,
+                       help="auto (default): bf16 autocast for the ConvNets on a CPU or GPU with native bf16, "
+                       "else fp32; fp32; bf16")
     train.add_argument("--sync-batch-norm", action="store_true", help="under torchrun: BatchNorm statistics "
                        "over all processes (torch.nn.SyncBatchNorm; CUDA only)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -58,17 +61,20 @@ def _train(args) -> None:
     from . import distributed, train, visualize
     from .checks import unknown_name
     from .methods import METHODS
-    from .training import get_budget
+    from .training import get_budget, resolve_device, resolve_precision
     if args.method not in METHODS:
         raise unknown_name("method", args.method, METHODS)
     budget = get_budget(args.budget, epochs=args.epochs, batch_size=args.batch_size,
                         learning_rate=args.learning_rate, backbone=args.backbone, vit_backbone=args.backbone,
                         train_samples=args.train_samples, compile=args.compile or None,
-                        sync_batch_norm=args.sync_batch_norm or None)
+                        sync_batch_norm=args.sync_batch_norm or None, precision=args.precision)
     output = Path(args.output or f"runs/{args.method}-{args.dataset}-{budget.name}")
+    backbone = budget.backbone_for(METHODS[args.method])
+    precision, why = resolve_precision(budget.precision, resolve_device(args.device), [backbone])
+    speed = "bf16 autocast + channels_last" if precision == "bf16" else "fp32"
     if os.environ.get("RANK", "0") == "0":              # torchrun sets RANK; the group is joined later, in fit
         print(f"training {args.method} on {args.dataset} with budget {budget.name!r} "
-              f"({budget.epochs} epochs, batch {budget.batch_size}, {budget.backbone_for(METHODS[args.method])}); "
+              f"({budget.epochs} epochs, batch {budget.batch_size}, {backbone}, {speed}: {why}); "
               f"output in {output}/")
     model, history = train(args.method, args.dataset, budget, data_dir=args.data_dir, seed=args.seed,
                            checkpoint_path=output / "checkpoint.pt", resume=args.resume,

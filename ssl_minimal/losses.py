@@ -6,9 +6,17 @@ tested against a hand computation in tests/test_losses.py.
 
 Notation (InstDisc, Wu et al. 2018): v = L2-normalised embedding of the current image, bank rows
 v_j = stored embeddings of all n training images, tau = temperature, m = number of noise samples.
+
+Every loss runs in float32, also inside `fit`'s bf16 autocast (`precision="bf16"`): `full_precision`
+turns autocast off in it and casts bf16/fp16 inputs to float32. Only the networks run in bf16;
+logits divided by a small temperature, softmaxes over many entries and their reductions would
+magnify bf16's rounding (8 bits of mantissa: a cosine of 0.9 is stored to within ~0.002).
 """
 
 from __future__ import annotations
+
+import contextlib
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +24,34 @@ import torch.nn.functional as F
 from . import distributed
 
 
+def _float32(value):
+    """bf16/fp16 tensors (also inside lists and tuples) as float32; everything else as it is."""
+    if isinstance(value, torch.Tensor) and value.dtype in (torch.bfloat16, torch.float16):
+        return value.float()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_float32(v) for v in value)
+    return value
+
+
+def autocast_off() -> contextlib.ExitStack:
+    """A context in which no autocast is active (CPU, and CUDA when there is one): ops run in their inputs' dtype."""
+    stack = contextlib.ExitStack()
+    for device in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+        stack.enter_context(torch.autocast(device, enabled=False))
+    return stack
+
+
+def full_precision(function):
+    """Decorator: run `function` in float32 whatever autocast region it is called from (its bf16/fp16
+    tensor arguments are cast to float32, autocast is off inside). A no-op for float32 inputs."""
+    @functools.wraps(function)
+    def in_float32(*args, **kwargs):
+        with autocast_off():
+            return function(*_float32(args), **{key: _float32(value) for key, value in kwargs.items()})
+    return in_float32
+
+
+@full_precision
 def nonparametric_softmax_loss(embeddings: torch.Tensor, bank: torch.Tensor, indices: torch.Tensor,
                                temperature: float) -> torch.Tensor:
     """InstDisc's exact objective: each image is its own class (Wu et al. 2018, Eq. 2).
@@ -29,6 +65,7 @@ def nonparametric_softmax_loss(embeddings: torch.Tensor, bank: torch.Tensor, ind
     return F.cross_entropy(logits, indices)
 
 
+@full_precision
 def nce_loss(positive_probability: torch.Tensor, noise_probability: torch.Tensor,
              num_samples: int) -> torch.Tensor:
     """Noise-contrastive estimation of the non-parametric softmax (Wu et al. 2018, Eqs. 5-6).
@@ -51,6 +88,7 @@ def nce_loss(positive_probability: torch.Tensor, noise_probability: torch.Tensor
     return -(torch.log(h_positive).mean() + torch.log(one_minus_h_noise).sum(dim=1).mean())
 
 
+@full_precision
 def invariance_spreading_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """InvaSpread's in-batch instance loss (Ye et al. 2019, Eqs. 2-5), over both views.
 
@@ -83,6 +121,7 @@ def invariance_spreading_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: f
 
 # ----------------------------------------------------------------------------------------------
 # The contrastive era: InfoNCE in its forms (CPC, CMC, MoCo, SimCLR) and SimCLR v2's distillation
+@full_precision
 def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
     """MoCo's InfoNCE (He et al. 2019, arXiv 1911.05722, Eq. 1), one positive key per query:
 
@@ -99,6 +138,7 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temper
     return F.cross_entropy(logits, labels)
 
 
+@full_precision
 def info_nce_in_batch(query: torch.Tensor, key: torch.Tensor, temperature: float) -> torch.Tensor:
     """MoCo's InfoNCE (Eq. 1) with the end-to-end dictionary of v1 Fig. 2a: the negatives of query i
     are the keys of the *other* images of the batch, so it equals `info_nce(q_i, k_i, keys without
@@ -110,6 +150,7 @@ def info_nce_in_batch(query: torch.Tensor, key: torch.Tensor, temperature: float
     return F.cross_entropy(logits, labels)
 
 
+@full_precision
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """SimCLR's NT-Xent (Chen et al. 2020, arXiv 2002.05709, Eq. 1 and Algorithm 1).
 
@@ -129,6 +170,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(logits, positives)
 
 
+@full_precision
 def cpc_info_nce(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """CPC's InfoNCE (van den Oord et al. 2018, arXiv 1807.03748, Eq. 4) with in-batch negatives.
 
@@ -142,6 +184,7 @@ def cpc_info_nce(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return F.cross_entropy(logits, torch.arange(predictions.shape[0], device=predictions.device))
 
 
+@full_precision
 def cmc_loss(z_view1: torch.Tensor, z_view2: torch.Tensor, temperature: float) -> torch.Tensor:
     """CMC's two-view contrastive loss (Tian et al. 2019, arXiv 1906.05849, Eqs. 2-3), in-batch form.
 
@@ -159,6 +202,7 @@ def cmc_loss(z_view1: torch.Tensor, z_view2: torch.Tensor, temperature: float) -
     return F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)
 
 
+@full_precision
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                       temperature: float) -> torch.Tensor:
     """SimCLR v2's distillation loss (Chen et al. 2020, arXiv 2006.10029, Eq. 2):
@@ -174,6 +218,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 # Without negatives: SwAV, BYOL, SimSiam, Barlow Twins
+@full_precision
 def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
     """SwAV's codes: an equal-partition soft assignment of B samples to K prototypes (Caron et al.
     2020, "Unsupervised Learning of Visual Features by Contrasting Cluster Assignments", arXiv
@@ -205,6 +250,7 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -
     return q * batch_size                                     # rows sum to 1
 
 
+@full_precision
 def swav_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature: float = 0.1) -> torch.Tensor:
     """SwAV's swapped prediction (Caron et al. 2020, arXiv 2006.09882, Eqs. 1-2): predict the code of
     one view from the scores of another view.
@@ -225,6 +271,7 @@ def swav_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature
     return total / pairs
 
 
+@full_precision
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """BYOL (Grill et al. 2020, "Bootstrap Your Own Latent", arXiv 2006.07733, Eq. 2): the mean
     squared error between L2-normalised prediction and target, ||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z),
@@ -233,6 +280,7 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * F.cosine_similarity(p, z, dim=1)).mean()
 
 
+@full_precision
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """SimSiam's D(p, z) = -p/|p| . z/|z| (Chen & He 2021, "Exploring Simple Siamese Representation
     Learning", arXiv 2011.10566, Eq. 1), averaged over the batch. p, z: [B, D]. The paper's
@@ -240,6 +288,7 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -F.cosine_similarity(p, z, dim=1).mean()
 
 
+@full_precision
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, eps: float = 1e-5) -> torch.Tensor:
     """Barlow Twins (Zbontar et al. 2021, "Barlow Twins: Self-Supervised Learning via Redundancy
     Reduction", arXiv 2103.03230, Eq. 1):
@@ -263,6 +312,7 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, e
 
 
 # Vision Transformers: MoCo v3
+@full_precision
 def moco_v3_contrastive_loss(q: torch.Tensor, k: torch.Tensor, temperature: float, offset: int = 0) -> torch.Tensor:
     """MoCo v3's ctr(q, k) (Chen, Xie & He 2021, "An Empirical Study of Training Self-Supervised Vision
     Transformers", arXiv 2104.02057, Algorithm 1): InfoNCE against the keys of the same batch, times 2 tau.
@@ -283,6 +333,7 @@ def moco_v3_contrastive_loss(q: torch.Tensor, k: torch.Tensor, temperature: floa
 
 
 # Self-distillation: DINO
+@full_precision
 def dino_loss(student_logits: list[torch.Tensor], teacher_logits: list[torch.Tensor], center: torch.Tensor,
               student_temperature: float = 0.1, teacher_temperature: float = 0.04) -> torch.Tensor:
     """DINO's cross-entropy between teacher and student (Caron et al. 2021, "Emerging Properties in
@@ -305,6 +356,7 @@ def dino_loss(student_logits: list[torch.Tensor], teacher_logits: list[torch.Ten
 
 
 # Masked image modelling: MAE
+@full_precision
 def mae_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalize_target: bool = True,
              eps: float = 1e-6) -> torch.Tensor:
     """MAE's reconstruction loss (He et al. 2021, "Masked Autoencoders Are Scalable Vision Learners",

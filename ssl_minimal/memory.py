@@ -40,7 +40,7 @@ class MemoryBank(nn.Module):
     def update(self, indices: torch.Tensor, features: torch.Tensor) -> None:
         """v_i <- normalize(m v_i + (1 - m) f_i) for the rows `indices` [B]; features [B, D].
         With several processes every process applies the rows of the whole global batch."""
-        indices, features = distributed.gather(indices), distributed.gather(features)
+        indices, features = distributed.gather(indices), distributed.gather(features.to(self.bank.dtype))
         mixed = self.momentum * self.bank[indices] + (1 - self.momentum) * features
         self.bank[indices] = F.normalize(mixed, dim=1)
 

@@ -58,6 +58,7 @@ class Budget:
     compile: bool = False               # torch.compile the encoder (GPU)
     sync_batch_norm: bool = False       # several processes: BatchNorm statistics over the global batch (GPUs)
     read_loss_every_steps: int | None = None   # None: every step on CPU, every READ_LOSS_EVERY_STEPS on a GPU
+    precision: str = "auto"             # "auto", "fp32" or "bf16": see resolve_precision
 
     def backbone_for(self, method_class) -> str:
         """The backbone this budget gives a method: `vit_backbone` if the method's `architecture` is "vit"."""
@@ -97,6 +98,60 @@ def get_budget(name: str | Budget | None = None, **overrides) -> Budget:
     if unknown:
         raise SSLMinimalError(f"unknown budget override(s) {unknown}; valid fields are: {', '.join(sorted(fields))}")
     return dataclasses.replace(budget, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# ----------------------------------------------------------------------------------------------
+# Precision: the networks in bf16 where that is faster, everything else in float32
+PRECISIONS = ("auto", "fp32", "bf16")
+# The backbones that train faster under bf16 autocast + channels_last on a CPU with native bf16
+# (avx512_bf16 / AMX), measured with benchmarks/throughput_floor.py --precision (BENCHMARKS.md section 9):
+# small ConvNet ~2.2x, ResNet-18 ~1.9x. The ViTs are not in it: their bf16 step was slower on such a CPU.
+CPU_BF16_BACKBONES = ("small_convnet", "resnet18")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware: a CUDA GPU that supports it, or a CPU whose oneDNN
+    reports native bf16 (AVX512-BF16 or AMX). Elsewhere torch emulates bf16, which is slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device, backbones) -> tuple[str, str]:
+    """("fp32" or "bf16", why) for a run of networks with these backbone names on `device`.
+
+    "auto" picks bf16 where the device computes it natively and, on a CPU, only for the backbones
+    measured faster with it (CPU_BF16_BACKBONES); everything else trains in fp32, unchanged.
+    bf16 means: the training step runs under torch.autocast(bfloat16), so convolutions and matrix
+    products of the networks run in bf16, while augmentations, every loss (losses.full_precision),
+    Sinkhorn, memory banks, queues, momentum updates and kNN evaluation stay float32.
+    """
+    if precision not in PRECISIONS:
+        raise unknown_name("precision", precision, PRECISIONS)
+    device, backbones = torch.device(device), sorted(set(backbones))
+    if precision != "auto":
+        return precision, "as asked"
+    if not native_bf16(device):
+        return "fp32", f"{device.type} has no native bf16"
+    if device.type == "cpu" and not (backbones and set(backbones) <= set(CPU_BF16_BACKBONES)):
+        return "fp32", f"{', '.join(backbones) or 'this network'} is not faster in bf16 on a CPU"
+    return "bf16", f"{'this GPU' if device.type == 'cuda' else 'this CPU'} has native bf16"
+
+
+def method_backbones(method: nn.Module) -> list[str]:
+    """The backbone names of every Encoder in `method` (CMC has two, MoCo a query and a key encoder)."""
+    from .backbones import Encoder
+    return sorted({module.name for module in method.modules() if isinstance(module, Encoder)})
+
+
+def precision_context(precision: str, device: torch.device):
+    """torch.autocast(bfloat16) on `device` for "bf16", else a null context ("fp32")."""
+    if precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,6 +310,7 @@ class History:
     knn_epoch: list[float] = field(default_factory=list)
     knn_accuracy: list[float] = field(default_factory=list)
     baseline_knn_accuracy: float | None = None   # the same encoder at random initialisation
+    precision: str = "fp32"                      # what the run used: "fp32" or "bf16" (autocast)
     wall_seconds: float = 0.0                    # the whole loop: training, monitors, checkpoints
     step_seconds: list[float] = field(default_factory=list)   # training time after each step (no monitors)
     budget: dict = field(default_factory=dict)
@@ -436,6 +492,9 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     The optimiser gets `method.parameter_groups()`; every step sets each group's lr to the schedule's
     value times the group's optional "lr_scale" (default 1), and, if the method sets `final_weight_decay`,
     the weight decay of the groups without their own to a cosine from `method.weight_decay` to it.
+    Precision (budget field `precision`, e.g. fit(..., precision="fp32")): "auto" trains the ConvNets
+    under bf16 autocast where the device computes bf16 natively, everything else in fp32 (see
+    resolve_precision; history.precision says what was used). Same seed, same losses, in both.
     A non-finite loss stops the run with FloatingPointError naming its step. On a GPU the losses are
     read every READ_LOSS_EVERY_STEPS steps (budget field `read_loss_every_steps`), so the error can
     come that many steps later; the last checkpoint is always from before the bad step.
@@ -469,8 +528,10 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     torch.manual_seed(seed)
     method.epochs = budget.epochs               # so a method can turn "the first epoch" into a progress fraction
     method.to(device)
-    # channels_last: faster convolutions on GPUs and, with oneDNN, on CPUs too (1.4x for the small ConvNet).
+    # channels_last: faster convolutions on GPUs and, with oneDNN, on CPUs too (1.4x for the small ConvNet
+    # in fp32; with bf16 autocast, 2.2x in all).
     method.to(memory_format=torch.channels_last)
+    precision, _ = resolve_precision(budget.precision, device, method_backbones(method))
     # DistributedDataParallel averages gradients over processes; it calls method.forward = training_step.
     # Buffers (memory bank, queue) are kept in step by the methods themselves (distributed.gather).
     trainer = (torch.nn.parallel.DistributedDataParallel(method, broadcast_buffers=False)
@@ -489,7 +550,7 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     weight_decays = (None if final_weight_decay is None
                      else cosine_schedule(method.weight_decay, final_weight_decay, total_steps))
     step_function = torch.compile(trainer) if budget.compile else trainer
-    history = History(budget=dataclasses.asdict(budget))
+    history = History(budget=dataclasses.asdict(budget), precision=precision)
     start_step = 0
 
     if resume:
@@ -510,7 +571,7 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
             raise SSLMinimalError(f"cannot resume: {resume_path} does not fit this model "
                                   f"(different backbone or options?): {str(error).splitlines()[0]}") from None
         optimizer.load_state_dict(state["optimizer"])
-        history = History(**state["history"])
+        history = History(**{**state["history"], "precision": precision})
         start_step = state["step"]
         torch.set_rng_state(_own_rng_state(state["cpu_rng"]))
         if device.type == "cuda" and state.get("cuda_rng") is not None:
@@ -535,8 +596,7 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
                 "cpu_rng": cpu_rng, "cuda_rng": cuda_rng})
 
     end_step = total_steps if max_steps is None else min(total_steps, max_steps)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
+    autocast = precision_context(precision, device)
     if start_step == 0:
         method.before_training(images)                     # e.g. InstDisc's memory bank (a resumed run has it)
     bar = tqdm(total=total_steps, initial=start_step, disable=not (progress and main_process), desc=method.name,

@@ -107,6 +107,7 @@ class InstDisc(Method):
         self.memory_bank.update(indices, v.detach())
         return loss
 
+    @losses.full_precision      # float32 under bf16 autocast too: exp(x / 0.07) magnifies rounding
     def nce_step(self, v: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         # m noise rows drawn uniformly (P_n = 1/n). The batch shares them, which turns the scores
         # into one matrix product instead of gathering B x m rows (same expectation, much faster).
