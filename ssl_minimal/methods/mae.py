@@ -20,8 +20,9 @@ Paper values: mask ratio r = 0.75 (Fig. 5); decoder 8 blocks of width 512 with 1
 models_mae.py); normalised-pixel targets (Table 1d); fixed 2-D sin-cos positions in encoder and
 decoder (models_mae.py); Xavier-uniform Linear layers and patch projection, [CLS] std 0.02
 (models_mae.py initialize_weights; backbones.initialise_vit "mae"); AdamW, base lr 1.5e-4 x B/256,
-betas (0.9, 0.95), weight decay 0.05, cosine decay after a warm-up; only random resized crop (scale 0.2-1) + flip (Appendix A.1, Table 8; recipe
-"mae"). The pixels are those the encoder sees: the crop after the dataset's mean/std normalisation.
+betas (0.9, 0.95), weight decay 0.05, cosine decay after a warm-up; only random resized crop (scale
+0.2-1) + flip (Appendix A.1, Table 8; recipe "mae"). The pixels are those the encoder sees: the crop
+after the dataset's mean/std normalisation.
 Evaluation: `method.encoder` is the plain ViT on whole, unmasked images and its [CLS] state, as for
 every method here. The paper fine-tunes and linear-probes, and finds MAE features less linearly
 separable than MoCo v3's (Sec. 4.3, Fig. 9). Expect a weak kNN: no loss reaches [CLS] except
