@@ -189,6 +189,8 @@ def initialise_vit(vit: "VisionTransformer", init: str = "deit") -> None:
     - "mae" (mae models_mae.py): as "moco_v3" but the fused qkv weight is one Xavier-uniform [3D, D]
       matrix (bound sqrt(6 / (4D))) and [CLS] normal std 0.02.
     A learned position embedding (MoCo v3 and MAE use fixed sin-cos) is truncated normal std 0.02."""
+    if init == "deit":                  # [CLS] first: the order of random draws of the library's first ViT init
+        nn.init.trunc_normal_(vit.cls_token, std=0.02)
     for name, module in vit.named_modules():
         if isinstance(module, nn.Linear):
             if init == "deit":
@@ -200,9 +202,7 @@ def initialise_vit(vit: "VisionTransformer", init: str = "deit") -> None:
             else:
                 nn.init.xavier_uniform_(module.weight)
             nn.init.zeros_(module.bias)
-    if init == "deit":
-        nn.init.trunc_normal_(vit.cls_token, std=0.02)
-    else:
+    if init != "deit":
         nn.init.normal_(vit.cls_token, std=1e-6 if init == "moco_v3" else 0.02)
         weight = vit.patch_embedding.weight     # the patch projection as a Linear on the flat patch, [D, 3 p^2]
         nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
