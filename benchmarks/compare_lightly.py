@@ -29,7 +29,9 @@ What is the same on both sides (so that the numbers compare libraries, not set-u
     temperature, head sizes, MoCo's queue size and momentum, BYOL's base EMA rate and its cosine
     schedule; the augmentation parameters of the ssl_minimal recipe (crop scale, jitter strengths
     and probability, grayscale, blur and solarisation probabilities and sigma range, flip);
-  * bf16 autocast on cuda (fp32 on CPU) and channels_last on both sides, as `fit` does;
+  * the precision (--precision, default auto as `fit`: bf16 autocast for the ConvNets on a CPU or GPU
+    with native bf16, else fp32; lightly's training loop is ours in this script, so it gets the same
+    autocast) and channels_last, on both sides;
   * the evaluation: `evaluate.knn_accuracy` (k = 200, tau = 0.1) of the backbone's features,
     bank = the training subset (no augmentation), queries = the CIFAR-10 test images. The random-
     init kNN of the shared initial encoder is printed beside every accuracy.
@@ -80,7 +82,6 @@ Writes OUTPUT/compare_lightly.json and OUTPUT/compare_lightly.md and prints the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import gc
 import json
@@ -103,7 +104,8 @@ import ssl_minimal
 from ssl_minimal import evaluate
 from ssl_minimal.backbones import Encoder, build_encoder
 from ssl_minimal.method import Method
-from ssl_minimal.training import cosine_schedule, get_budget, make_optimizer
+from ssl_minimal.training import (PRECISIONS, cosine_schedule, get_budget, make_optimizer, precision_context,
+                                  resolve_precision)
 
 METHODS = ("simclr_v1", "byol", "moco_v2")
 LIBRARIES = ("ssl_minimal", "lightly")
@@ -244,13 +246,13 @@ def comparison(results: list[dict]) -> list[dict]:
 
 def markdown(results: list[dict], ratios: list[dict], header: str) -> str:
     lines = [header, "",
-             "| method | library | img/s | train wall | CPU s (incl. workers) | peak RSS MiB while training (main / largest worker) "
+             "| method | library | precision | img/s | train wall | CPU s (incl. workers) | peak RSS MiB while training (main / largest worker) "
              "| kNN top-1 | random-init kNN | final loss |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         worker = f" / {r['peak_worker_rss_mib']:,.0f}" if r["workers"] else ""
         gpu = f", GPU {r['peak_gpu_mib']:,.0f}" if r.get("peak_gpu_mib") else ""
-        lines.append(f"| {r['method']} | {r['library']} | {r['images_per_second']:,.0f} | {r['train_seconds']:,.1f} s | "
+        lines.append(f"| {r['method']} | {r['library']} | {r.get('precision', 'fp32')} | {r['images_per_second']:,.0f} | {r['train_seconds']:,.1f} s | "
                      f"{r['cpu_seconds']:,.0f} | {r['peak_rss_mib']:,.0f}{worker}{gpu} | **{r['knn_top1']:.1%}** | "
                      f"{r['knn_random_init']:.1%} | {r['final_loss']:.3f} |")
     if ratios:
@@ -379,7 +381,8 @@ def train_lightly(method: str, recipe: dict, encoder: Encoder, train, config: di
     schedule = schedule_for(recipe, len(train), config["epochs"], config["batch_size"], config["warmup_epochs"])
     optimizer = make_optimizer(recipe["optimizer"], Method.parameter_groups(model), float(schedule.max()),
                                recipe["weight_decay"], recipe["momentum"])
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
+    precision, _ = resolve_precision(config.get("precision", "auto"), device, [config["backbone"]])
+    autocast = precision_context(precision, device)
     total_steps, step, losses = len(schedule), 0, []
     model.train()
     while step < total_steps:
@@ -397,7 +400,7 @@ def train_lightly(method: str, recipe: dict, encoder: Encoder, train, config: di
             if step == total_steps:
                 break
     del loader          # joins the workers, so that RUSAGE_CHILDREN counts them
-    return {"steps": step, "losses": torch.stack(losses).float().cpu().tolist(), "model": model}
+    return {"steps": step, "losses": torch.stack(losses).float().cpu().tolist(), "model": model, "precision": precision}
 
 
 def train_ssl_minimal(method: str, encoder_state: dict, train, config: dict, device: torch.device) -> dict:
@@ -410,9 +413,10 @@ def train_ssl_minimal(method: str, encoder_state: dict, train, config: dict, dev
     budget = get_budget("gpu" if device.type == "cuda" else "cpu", epochs=config["epochs"],
                         batch_size=config["batch_size"], train_samples=len(train),
                         warmup_epochs=config["warmup_epochs"], knn_every_epochs=0,
-                        checkpoint_every_steps=10**9, backbone=config["backbone"])
+                        checkpoint_every_steps=10**9, backbone=config["backbone"],
+                        precision=config.get("precision", "auto"))
     history = ssl_minimal.fit(model, train, budget, seed=config["seed"], device=device, progress=False)
-    return {"steps": len(history.step), "losses": history.loss, "model": model}
+    return {"steps": len(history.step), "losses": history.loss, "model": model, "precision": history.precision}
 
 
 def run_one(config: dict) -> dict:
@@ -452,7 +456,7 @@ def run_one(config: dict) -> dict:
             "peak_rss_covers": "training only" if peak_from_here else "the whole process (data loading included)",
             "peak_worker_rss_mib": peak_worker if config["library"] == "lightly" else 0.0,
             "peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-            "final_loss": float(np.mean(last_epoch)), "knn_top1": knn_top1(encoder, train, test),
+            "precision": outcome["precision"], "final_loss": float(np.mean(last_epoch)), "knn_top1": knn_top1(encoder, train, test),
             "recipe": recipe, "seed": config["seed"]}
 
 
@@ -472,6 +476,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=cores, help=f"torch threads (default: {cores}, the cores)")
     parser.add_argument("--workers", type=int, default=cores, help=f"lightly's DataLoader workers (default: {cores})")
     parser.add_argument("--lightly-blur-sigmas", type=float, nargs=2, default=BLUR_SIGMAS, metavar=("LOW", "HIGH"))
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="both sides (default: auto, as fit: bf16 autocast where native and faster)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None, help="default: $SSL_DATA_DIR")
     parser.add_argument("--output", default="runs/compare_lightly")
@@ -513,7 +519,8 @@ def main(argv=None) -> None:
     header = (f"# compare_lightly {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: "
               f"{platform.processor() or platform.machine()}, {args.device}, torch {torch.__version__}, lightly "
               f"{lightly_version}, {args.backbone}, {len(train):,} CIFAR-10 images x {args.epochs} epochs, batch "
-              f"{args.batch_size} ({len(train) // args.batch_size * args.epochs} steps), {args.threads} threads"
+              f"{args.batch_size} ({len(train) // args.batch_size * args.epochs} steps), precision {args.precision}, "
+              f"{args.threads} threads, {'/'.join(args.libraries)} in that order"
               + (f", {args.workers} lightly DataLoader workers" if lightly_version else "")
               + f"; kNN k=200 on {len(test):,} test images, bank = the training subset")
     print(header + f"\nrandom-init kNN of the shared initial encoder: {random_init:.1%}", flush=True)

@@ -4,6 +4,7 @@
     python benchmarks/train_methods.py instdisc invaspread --budget cpu --dataset cifar10
     python benchmarks/train_methods.py instdisc --budget smoke --dataset shapes --output runs/bench
     python benchmarks/train_methods.py swav --option epsilon=0.02 --option optimizer=sgd --learning-rate 0.05
+    python benchmarks/train_methods.py simclr_v1 byol --seeds 0 1 --precision fp32 auto   # precision parity
 
 For each method: build it (seeded), measure kNN top-1 (k=200, tau=0.1) of the randomly initialised
 encoder, train it with `fit` at the budget on the budget's class-balanced training subset, and
@@ -27,7 +28,7 @@ import torch
 
 import ssl_minimal
 from ssl_minimal import evaluate
-from ssl_minimal.training import fit, get_budget
+from ssl_minimal.training import PRECISIONS, fit, get_budget
 
 KNN_K = 200   # kNN protocol of InstDisc (Wu et al. 2018, arXiv 1805.01978): k = 200, tau = 0.1
 # lightly's published CIFAR-10 benchmark (docs.lightly.ai/getting_started/benchmarks.html, CIFAR-10: ResNet-18, batch 512,
@@ -73,10 +74,13 @@ def build_with_options(name: str, train_set, backbone: str, options: dict):
 
 
 def run_method(name: str, dataset: str, budget, seed: int, data_dir: str | None, options: dict | None = None) -> dict:
-    train_set = ssl_minimal.data.load(dataset, "train", data_dir=data_dir)
+    # CLIP trains on image-caption pairs
+    uses_captions = getattr(ssl_minimal.methods.METHODS[name], "uses_captions", False)
+    load = ssl_minimal.data.load_captioned if uses_captions else ssl_minimal.data.load
+    train_set = load(dataset, "train", data_dir=data_dir)
     if budget.train_samples is not None and budget.train_samples < len(train_set):
         train_set = train_set.subset(budget.train_samples, seed=seed)
-    test_set = ssl_minimal.data.load(dataset, "test", data_dir=data_dir)
+    test_set = load(dataset, "test", data_dir=data_dir)
     torch.manual_seed(seed)
     backbone = budget.backbone_for(ssl_minimal.methods.METHODS[name])
     model = build_with_options(name, train_set, backbone, options or {})
@@ -91,7 +95,7 @@ def run_method(name: str, dataset: str, budget, seed: int, data_dir: str | None,
             "test_samples": len(test_set), "knn_before": before, "knn_after": after,
             "monitor_knn": history.knn_accuracy, "train_seconds": history.wall_seconds,
             "wall_seconds": wall, "images_per_second": images / history.wall_seconds,
-            "final_loss": history.loss[-1], "seed": seed, "threads": torch.get_num_threads(),
+            "final_loss": history.loss[-1], "seed": seed, "precision": history.precision, "threads": torch.get_num_threads(),
             "options": options or {}, "learning_rate": budget.learning_rate,
             "monitor_step": history.knn_step,
             "training_seconds_at_monitor": [history.training_seconds_at(step) for step in history.knn_step],
@@ -120,13 +124,13 @@ def time_to_accuracy_line(r: dict) -> str | None:
 
 def markdown_row(r: dict) -> str:
     return (f"| {r['method']} | {r['dataset']} | {r['budget']} ({r['epochs']} ep x {r['train_samples']} img, "
-            f"batch {r['batch_size']}, {r['backbone']}) | {r['knn_before']:.1%} | **{r['knn_after']:.1%}** | "
+            f"batch {r['batch_size']}, {r['backbone']}) | {r['seed']} | {r['precision']} | {r['knn_before']:.1%} | **{r['knn_after']:.1%}** | "
             f"{r['knn_after'] - r['knn_before']:+.1%} | {r['wall_seconds'] / 60:.1f} min | "
             f"{r['images_per_second']:.0f} |")
 
 
-HEADER = ("| method | dataset | budget | kNN random init | kNN trained | gain | wall time (incl. monitor) | "
-          "train img/s |\n|---|---|---|---|---|---|---|---|")
+HEADER = ("| method | dataset | budget | seed | precision | kNN random init | kNN trained | gain | "
+          "wall time (incl. monitor) | train img/s |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main() -> None:
@@ -141,19 +145,23 @@ def main() -> None:
                         help="the learning rate for the budget's batch size, instead of each method's own scaled by batch / 256")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a constructor option or class hyper-parameter of the methods, e.g. epsilon=0.02")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed (default: 0)")
+    parser.add_argument("--precision", nargs="+", default=["auto"], choices=PRECISIONS,
+                        help="fit's precision; several: each seed runs in each, one after the other")
     parser.add_argument("--output", default="runs/benchmarks")
     args = parser.parse_args()
-    budget = get_budget(args.budget, epochs=args.epochs, train_samples=args.train_samples,
-                        learning_rate=args.learning_rate)
+    budgets = {precision: get_budget(args.budget, epochs=args.epochs, train_samples=args.train_samples,
+                                     learning_rate=args.learning_rate, precision=precision)
+               for precision in args.precision}
     options = parse_options(args.option)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads\n{HEADER}", flush=True)
     results = []
-    for name in args.methods:
-        results.append(run_method(name, args.dataset, budget, args.seed, args.data_dir, options))
+    runs = [(name, seed, precision) for name in args.methods for seed in args.seeds for precision in args.precision]
+    for name, seed, precision in runs:
+        results.append(run_method(name, args.dataset, budgets[precision], seed, args.data_dir, options))
         print(markdown_row(results[-1]), flush=True)
         line = time_to_accuracy_line(results[-1])
         if line:

@@ -11,6 +11,7 @@ or everything at once: `model, history = ssl_minimal.train("instdisc", dataset="
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -48,6 +49,8 @@ def build(name: str, dataset=None, **options):
         options.setdefault("std", dataset.std)
         if _accepts(method_class, "num_samples"):
             options.setdefault("num_samples", len(dataset))
+        if _accepts(method_class, "tokenizer") and getattr(dataset, "tokenizer", None) is not None:
+            options.setdefault("tokenizer", dataset.tokenizer)     # CLIP: the words of the captions
     try:
         return method_class(**options)
     except TypeError as error:
@@ -66,12 +69,18 @@ def train(method: str, dataset: str = "shapes", budget: str | Budget | None = No
         raise unknown_name("method", method, METHODS)
     budget_fields = {key: fit_options.pop(key) for key in list(fit_options) if key in Budget.__dataclass_fields__}
     resolved = get_budget(budget, **budget_fields)
-    train_set = data.load(dataset, "train", data_dir=data_dir)
+    # a method that reads text (CLIP) trains on image-caption pairs (for shapes without the held-out combinations)
+    load = data.load_captioned if getattr(_METHOD_CLASSES[method], "uses_captions", False) else data.load
+    train_set = load(dataset, "train", data_dir=data_dir)
     if resolved.train_samples is not None and resolved.train_samples < len(train_set):
         train_set = train_set.subset(resolved.train_samples, seed=seed)
-    test_set = data.load(dataset, "test", data_dir=data_dir)
+    test_set = load(dataset, "test", data_dir=data_dir)
     options = dict(method_options or {})
     options.setdefault("backbone", resolved.backbone_for(_METHOD_CLASSES[method]))
+    if getattr(_METHOD_CLASSES[method], "uses_captions", False):      # CLIP: zero-shot top-1 before, during, after
+        queries = test_set.subset(min(resolved.knn_test_samples, len(test_set)), seed=seed)
+        fit_options["monitors"] = {"zero_shot": functools.partial(evaluate.zero_shot_report, dataset=queries),
+                                   **(fit_options.get("monitors") or {})}
     torch.manual_seed(seed)                                 # the same initial weights for the same seed
     model = build(method, dataset=train_set, **options)
     history = fit(model, train_set, resolved, eval_dataset=test_set, seed=seed, **fit_options)

@@ -687,10 +687,19 @@ def mae(image_size: int = 32, scale: tuple[float, float] = (0.2, 1.0), flip_p: f
                                 Step(horizontal_flip, p=flip_p)], "He et al. 2021, arXiv 2111.06377, Appendix A.1")
 
 
+def clip(image_size: int = 32, scale: tuple[float, float] = (0.8, 1.0)) -> Augmentation:
+    """Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision", arXiv
+    2103.00020, Sec. 2.5: "A random square crop from resized images is the only data augmentation used
+    during training." No flip and no colour change: the captions say "left", "right" and colours. The
+    scale (0.8, 1) is ours (the paper does not give one), kept large so the captions stay true."""
+    return Augmentation("clip", [Step(random_resized_crop, size=image_size, scale=scale, ratio=(1.0, 1.0))],
+                        "Radford et al. 2021, arXiv 2103.00020, Sec. 2.5")
+
+
 RECIPES: dict[str, Callable[..., Augmentation]] = {
     "instdisc": instdisc, "invaspread": invaspread, "simclr": simclr,
     "byol_view1": byol_view1, "byol_view2": byol_view2, "dino_local": dino_local, "minimal": minimal,
-    "moco_v1": moco_v1, "moco_v2": moco_v2, "cpc": cpc, "cmc": cmc, "mae": mae}
+    "moco_v1": moco_v1, "moco_v2": moco_v2, "cpc": cpc, "cmc": cmc, "mae": mae, "clip": clip}
 
 
 def recipe(name: str, image_size: int = 32, **overrides) -> Augmentation:

@@ -137,13 +137,14 @@ def sincos_position_embedding(grid_size: int, dim: int) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention: softmax(q k^T / sqrt(d)) v for each of `heads` heads of width d."""
+    """Multi-head self-attention: softmax(q k^T / sqrt(d)) v for each of `heads` heads of width d.
+    causal=True: token i attends to tokens 0..i only (a text transformer, CLIP Sec. 2.4)."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, causal: bool = False):
         super().__init__()
         if dim % heads:
             raise SSLMinimalError(f"ViT width {dim} must be divisible by the number of heads {heads}")
-        self.heads = heads
+        self.heads, self.causal = heads, causal
         self.qkv = nn.Linear(dim, 3 * dim)
         self.projection = nn.Linear(dim, dim)
 
@@ -151,19 +152,22 @@ class Attention(nn.Module):
         B, N, D = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3 x [B, h, N, d]
         if return_attention:            # the explicit softmax, to look at it (DINO's attention maps)
-            attention = (q @ k.transpose(-2, -1) / math.sqrt(D // self.heads)).softmax(dim=-1)   # [B, h, N, N]
+            logits = q @ k.transpose(-2, -1) / math.sqrt(D // self.heads)                         # [B, h, N, N]
+            if self.causal:
+                logits = logits.masked_fill(torch.ones(N, N, dtype=torch.bool, device=x.device).triu(1), -math.inf)
+            attention = logits.softmax(dim=-1)
             out = attention @ v
         else:                           # the same numbers through one fused kernel
-            attention, out = None, F.scaled_dot_product_attention(q, k, v)                     # [B, h, N, d]
+            attention, out = None, F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # [B, h, N, d]
         return self.projection(out.transpose(1, 2).reshape(B, N, D)), attention
 
 
 class TransformerBlock(nn.Module):
     """Pre-norm block: x + Attention(LayerNorm(x)), then x + MLP(LayerNorm(x)) (ViT Eq. 2-3)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, causal: bool = False):
         super().__init__()
-        self.norm1, self.attention = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm1, self.attention = nn.LayerNorm(dim), Attention(dim, heads, causal)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Linear(int(dim * mlp_ratio), dim))
 

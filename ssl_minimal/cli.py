@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -55,15 +56,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_numbers(args) -> None:
+    """Numeric options, checked before anything starts: one sentence naming the option and what it takes."""
+    for option in ("epochs", "batch_size", "train_samples", "max_steps"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise SSLMinimalError(f"--{option.replace('_', '-')} must be a whole number >= 1, got {value}")
+    rate = args.learning_rate
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
+        raise SSLMinimalError(f"--learning-rate must be a finite number > 0 (e.g. 0.03), got {rate}")
+
+
 def _train(args) -> None:
+    _check_numbers(args)
     import matplotlib
     matplotlib.use("Agg")
     from . import distributed, train, visualize
+    from .backbones import BACKBONES
     from .checks import unknown_name
+    from .data import DATASETS
     from .methods import METHODS
     from .training import get_budget, resolve_device, resolve_precision
     if args.method not in METHODS:
         raise unknown_name("method", args.method, METHODS)
+    if args.dataset not in DATASETS:                   # names checked before the "training ... on ..." line
+        raise unknown_name("dataset", args.dataset, DATASETS)
+    if args.backbone is not None and args.backbone not in BACKBONES:
+        raise unknown_name("backbone", args.backbone, BACKBONES)
     budget = get_budget(args.budget, epochs=args.epochs, batch_size=args.batch_size,
                         learning_rate=args.learning_rate, backbone=args.backbone, vit_backbone=args.backbone,
                         train_samples=args.train_samples, compile=args.compile or None,
@@ -88,6 +107,13 @@ def _train(args) -> None:
         print(f"kNN top-1 (k=200) before training (random init): {history.baseline_knn_accuracy:.2%}")
     if history.knn_accuracy and history.knn_step[-1] == history.step[-1]:
         print(f"kNN top-1 (k=200) after training:                {history.final_knn_accuracy:.2%}")
+    zero_shot = history.monitors.get("zero_shot/accuracy")
+    if zero_shot:                                      # CLIP: class names as prompts, no labelled image used
+        print(f"zero-shot top-1 before training (random init):  {zero_shot[0]:.2%}")
+        if history.monitor_step[-1] == history.step[-1]:
+            print(f"zero-shot top-1 after training:                 {zero_shot[-1]:.2%}" + "".join(
+                f"  ({part}: {history.monitors[f'zero_shot/{part}'][-1]:.2%})" for part in ("seen", "unseen")
+                if f"zero_shot/{part}" in history.monitors))
     print(f"wall time {history.wall_seconds:.0f} s; saved {output / 'checkpoint.pt'}, history.json, "
           f"training_curves.png")
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import math
 import os
 import pickle
 import stat
@@ -49,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from .checks import SSLMinimalError, check_images, unknown_name
+from .text import Tokenizer, with_articles
 
 DATASETS = ("shapes", "cifar10", "cifar100", "stl10")
 SPLITS = {
@@ -105,6 +107,10 @@ class ImageDataset:
     classes: list[str]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # Image-text pairs (CLIP), from `load_captioned`; None elsewhere, so nothing else notices them.
+    captions: torch.Tensor | None = None        # int64 [N, K, L]: K captions per image, as token ids
+    tokenizer: Tokenizer | None = None          # text <-> those token ids (ssl_minimal.text.Tokenizer)
+    attributes: dict[str, torch.Tensor] | None = None   # per image [N], e.g. {"colour": ..., "unseen": ...}
 
     def __post_init__(self) -> None:
         check_images(self.images, "ImageDataset.images")
@@ -122,6 +128,12 @@ class ImageDataset:
             raise SSLMinimalError(f"ImageDataset.labels must lie in -1..{len(self.classes) - 1} (-1 = unlabelled, "
                                   f"{len(self.classes)} classes), got {self.labels.min().item()}.."
                                   f"{self.labels.max().item()}")
+        if self.captions is not None:
+            _check_captions(self.captions, self.tokenizer, len(self.images))
+        for name, values in (self.attributes or {}).items():
+            if not isinstance(values, torch.Tensor) or values.shape[:1] != (len(self.images),):
+                raise SSLMinimalError(f"ImageDataset.attributes[{name!r}] must be a tensor with one row per image "
+                                      f"({len(self.images)}), got {getattr(values, 'shape', type(values).__name__)}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -136,7 +148,8 @@ class ImageDataset:
 
     def to(self, device: torch.device | str) -> ImageDataset:
         """The same dataset with images and labels on `device` (e.g. "cuda"), so batches need no copy."""
-        return dataclasses.replace(self, images=self.images.to(device), labels=self.labels.to(device))
+        return dataclasses.replace(self, images=self.images.to(device), labels=self.labels.to(device),
+                                   **self._per_image_fields(lambda values: values.to(device)))
 
     def subset(self, indices_or_n: int | Sequence[int] | torch.Tensor, seed: int = 0) -> ImageDataset:
         """A smaller dataset: the given indices (or boolean mask), or `n` images drawn at random, balanced
@@ -163,7 +176,17 @@ class ImageDataset:
                 raise SSLMinimalError(f"subset indices must lie in 0..{len(self) - 1} for {len(self)} images, "
                                       f"got {indices.min().item()}..{indices.max().item()}")
         indices = indices.to(self.images.device)
-        return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
+        return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices],
+                                   **self._per_image_fields(lambda values: values[indices.to(values.device)]))
+
+    def _per_image_fields(self, change) -> dict:
+        """`change` applied to the optional per-image tensors (captions, attributes) that are present."""
+        fields = {}
+        if self.captions is not None:
+            fields["captions"] = change(self.captions)
+        if self.attributes is not None:
+            fields["attributes"] = {name: change(values) for name, values in self.attributes.items()}
+        return fields
 
     def __repr__(self) -> str:
         shown = ", ".join(self.classes[:4]) + (", ..." if len(self.classes) > 4 else "")
@@ -171,7 +194,22 @@ class ImageDataset:
         return (f"ImageDataset(name={self.name!r}, split={self.split!r}, "
                 f"images=uint8{list(self.images.shape)}, labels=int64[{len(self.labels)}]"
                 + (f" ({unlabelled} unlabelled)" if unlabelled else "")
-                + f", classes={len(self.classes)} [{shown}], device={self.images.device})")
+                + f", classes={len(self.classes)} [{shown}]"
+                + (f", captions=int64{list(self.captions.shape)}" if self.captions is not None else "")
+                + f", device={self.images.device})")
+
+
+def _check_captions(captions: torch.Tensor, tokenizer: Tokenizer | None, n: int) -> None:
+    if tokenizer is None:
+        raise SSLMinimalError("ImageDataset.captions need their tokenizer (ImageDataset.tokenizer)")
+    length = tokenizer.context_length
+    if (not isinstance(captions, torch.Tensor) or captions.dtype != torch.int64 or captions.dim() != 3
+            or captions.shape[0] != n or captions.shape[2] != length):
+        given = f"{captions.dtype} {list(captions.shape)}" if isinstance(captions, torch.Tensor) else type(captions).__name__
+        raise SSLMinimalError(f"ImageDataset.captions must be token ids int64 [{n}, K, {length}] (K captions per "
+                              f"image, the tokenizer's context length {length}), got {given}")
+    if captions.numel() and (captions.min() < 0 or captions.max() >= len(tokenizer)):
+        raise SSLMinimalError(f"ImageDataset.captions hold ids outside the tokenizer's 0..{len(tokenizer) - 1}")
 
 
 def _balanced_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -273,8 +311,13 @@ def is_available(name: str, data_dir: str | Path | None = None) -> bool:
 
 def course_dataset(data_dir: str | Path | None = None) -> str:
     """The dataset the notebooks use: "cifar10" when it is on disk (data_dir, $SSL_DATA_DIR or the cache
-    folder), else the embedded "shapes", so that every notebook also runs on a fresh offline machine."""
-    return "cifar10" if is_available("cifar10", data_dir) else "shapes"
+    folder), else the embedded "shapes", so that every notebook also runs on a fresh offline machine.
+    The fallback is announced in one printed line: accuracies on shapes are not comparable with CIFAR-10's."""
+    if is_available("cifar10", data_dir):
+        return "cifar10"
+    print("CIFAR-10 was not found (set SSL_DATA_DIR to a folder that has it, see the README's Data section): "
+          "using the embedded 'shapes' dataset instead; accuracies will differ from the committed CIFAR-10 outputs")
+    return "shapes"
 
 
 def _resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -730,3 +773,182 @@ def _shapes_arrays(split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         chunk = {key: value[start:start + SHAPES_CHUNK] for key, value in scene.items()}
         images[start:start + SHAPES_CHUNK] = _render_scenes(chunk, size, noise_rng)
     return images, torch.from_numpy(labels).long()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Captions for CLIP: image-text pairs made offline, by the library
+# ----------------------------------------------------------------------------------------------------------
+
+CAPTIONED_DATASETS = ("shapes", "cifar10")
+CAPTIONS_PER_IMAGE = 5                       # each image gets 5 captions; CLIP's step picks one at random
+CAPTION_SEEDS = {"train": 10, "test": 11}    # fixed: the same captions on every machine and run
+
+# shapes: colour names are the corners of the RGB cube, by thresholding each channel at 0.5
+# (index = 4 red + 2 green + blue): every colour the generator draws has exactly one name.
+SHAPES_COLOURS = ("black", "blue", "green", "cyan", "red", "magenta", "yellow", "white")
+SHAPES_SIZES = ("small", "", "large")       # radius below / between / above SHAPES_SIZE_THRESHOLDS
+SHAPES_SIZE_THRESHOLDS = (0.35, 0.40)        # radius as a fraction of the image side (drawn in 0.30..0.45)
+SHAPES_POSITION_THRESHOLDS = (0.42, 0.58)    # centre x or y (fraction of the side, drawn in 0.26..0.74)
+SHAPES_ROWS, SHAPES_COLUMNS = ("top", "", "bottom"), ("left", "", "right")
+# Colour x shape combinations that never occur in the captioned training split, one per shape, so every
+# colour and every shape is seen in training, only never together: zero-shot on them is transfer.
+SHAPES_HELD_OUT = (("red", "circle"), ("green", "square"), ("blue", "triangle"), ("yellow", "ring"),
+                   ("cyan", "cross"), ("magenta", "star"), ("white", "ellipse"), ("black", "heart"),
+                   ("red", "crescent"), ("blue", "arrow"))
+# Caption templates; a caption uses a template at random. Optional words left empty are dropped.
+SHAPES_CAPTION_TEMPLATES = (
+    "a {size} {colour} {shape} {position} on a {background} background",
+    "a {colour} {shape} on {background}",
+    "a {background} background with a {size} {colour} {shape}",
+    "a picture of a {colour} {shape} {position}",
+    "the {shape} is {colour} and the background is {background}",
+    "{position} there is a {size} {colour} {shape}",
+    "a {colour} {shape}",
+    "a {shape} in {colour} on a {background} background",
+)
+# Zero-shot prompts (prompt ensembling, CLIP Sec. 3.1.4), made of caption words only.
+# Class names may be single shapes ("star") or colour x shape combinations ("red star").
+SHAPES_PROMPTS = ("a {}", "a picture of a {}", "a small {}", "a large {}", "there is a {}")
+
+# CIFAR-10: templated captions with the class name and one attribute read off the image: the colour of
+# the central 16x16 pixels (named from its hue, or black/grey/white when unsaturated).
+CIFAR10_COLOURS = ("black", "grey", "white", "red", "orange", "yellow", "green", "blue", "purple")
+CIFAR10_HUES = ((20, "red"), (45, "orange"), (70, "yellow"), (165, "green"), (260, "blue"), (330, "purple"),
+                (360, "red"))                  # hue upper bounds in degrees
+CIFAR10_CAPTION_TEMPLATES = (
+    "a photo of a {label}", "a blurry photo of a {label}", "a photo of a {colour} {label}",
+    "a {colour} {label}", "a low resolution photo of the {label}", "a photo of the small {label}",
+    "a close up photo of a {label}", "a {label} that is mostly {colour}",
+)
+CIFAR10_PROMPTS = ("a photo of a {}", "a blurry photo of a {}", "a low resolution photo of the {}",
+                   "a photo of the small {}", "a close up photo of a {}")
+
+PROMPTS = {"shapes": SHAPES_PROMPTS, "cifar10": CIFAR10_PROMPTS}     # zero-shot prompt templates per dataset
+
+
+def load_captioned(name: str, split: str = "train", data_dir: str | Path | None = None,
+                   download: bool | None = None, *, image_size: int | None = None,
+                   held_out: Sequence[tuple[str, str]] | None = None,
+                   captions_per_image: int = CAPTIONS_PER_IMAGE) -> ImageDataset:
+    """`load(name, split)` with image-text pairs for CLIP: `captions` int64 [N, K, L], a `tokenizer`,
+    and per-image `attributes` [N] (the facts the captions state, as indices).
+
+    "shapes": compositional captions written from what the generator drew (shape, colour, size, position,
+        background), e.g. "a small red star at the top left on a green background", with word order and
+        phrasing varied over SHAPES_CAPTION_TEMPLATES. The colour x shape pairs of `held_out` (default
+        SHAPES_HELD_OUT; () for none) are left out of the training split entirely; in the test split the
+        attribute "unseen" marks them. attributes: colour, background, size (0 small, 1 medium, 2 large),
+        row, column (0, 1, 2) and unseen.
+    "cifar10": templated captions, "a photo of a {label}", "a blurry photo of a {colour} {label}"...
+        (CIFAR10_CAPTION_TEMPLATES), colour = the dominant colour of the image centre (attribute colour,
+        an index into CIFAR10_COLOURS; unseen is all False).
+    Train and test splits share one tokenizer (made from the templates' words, not from one split).
+    """
+    if name not in CAPTIONED_DATASETS:
+        raise SSLMinimalError(f"captions exist for {', '.join(CAPTIONED_DATASETS)}, not for {name!r}")
+    if isinstance(captions_per_image, bool) or not isinstance(captions_per_image, int) or captions_per_image < 1:
+        raise SSLMinimalError(f"captions_per_image must be a positive integer, got {captions_per_image!r}")
+    dataset = load(name, split, data_dir, download, image_size=image_size)
+    rng = np.random.default_rng(CAPTION_SEEDS[split])
+    if name == "shapes":
+        held_out = SHAPES_HELD_OUT if held_out is None else tuple(held_out)
+        attributes = _shapes_attributes(split, dataset.image_size, held_out)
+        texts = [[_shapes_caption(rng, attributes, i, dataset.classes[label]) for _ in range(captions_per_image)]
+                 for i, label in enumerate(dataset.labels.tolist())]
+    else:
+        if held_out:
+            raise SSLMinimalError("held_out colour x shape combinations exist for 'shapes' only")
+        colours = _dominant_colours(dataset.images)
+        attributes = {"colour": colours, "unseen": torch.zeros(len(dataset), dtype=torch.bool)}
+        texts = [[with_articles(CIFAR10_CAPTION_TEMPLATES[t].format(label=dataset.classes[label],
+                                                                    colour=CIFAR10_COLOURS[colour]))
+                  for t in rng.integers(len(CIFAR10_CAPTION_TEMPLATES), size=captions_per_image)]
+                 for label, colour in zip(dataset.labels.tolist(), colours.tolist())]
+    tokenizer = caption_tokenizer(name)
+    captions = torch.stack([tokenizer(image_texts) for image_texts in texts]) if texts else \
+        torch.zeros(0, captions_per_image, tokenizer.context_length, dtype=torch.int64)
+    captioned = dataclasses.replace(dataset, captions=captions, tokenizer=tokenizer, attributes=attributes)
+    if split == "train" and name == "shapes":                       # the held-out pairs are never trained on
+        captioned = captioned.subset(~attributes["unseen"])
+    return captioned
+
+
+@functools.lru_cache(maxsize=None)
+def caption_tokenizer(name: str) -> Tokenizer:
+    """The word-level tokenizer of `name`'s captions and prompts (every word the templates can write)."""
+    if name == "shapes":
+        templates = SHAPES_CAPTION_TEMPLATES + SHAPES_PROMPTS
+        fillers = (SHAPES_CLASSES + SHAPES_COLOURS + SHAPES_SIZES + SHAPES_ROWS + SHAPES_COLUMNS
+                   + ("at the", "on the", "in the middle"))
+        context_length = 16
+    else:
+        templates, fillers, context_length = CIFAR10_CAPTION_TEMPLATES + CIFAR10_PROMPTS, CIFAR10_CLASSES + CIFAR10_COLOURS, 12
+    texts = [template.replace("{}", " ").format_map(_Blank()) for template in templates] + list(fillers)
+    return Tokenizer.from_texts(texts + ["an"], context_length)
+
+
+class _Blank(dict):
+    """format_map filler: every {field} becomes empty (to list a template's own words)."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _shapes_attributes(split: str, size: int, held_out: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """What the generator drew in each image of the split, as indices [N]: the scene of `_shapes_arrays`."""
+    for colour, shape in held_out:
+        if colour not in SHAPES_COLOURS or shape not in SHAPES_CLASSES:
+            raise SSLMinimalError(f"held_out pairs are (colour, shape) with colour in {', '.join(SHAPES_COLOURS)} "
+                                  f"and shape in {', '.join(SHAPES_CLASSES)}, got {(colour, shape)!r}")
+    rng = np.random.default_rng(SHAPES_SEEDS[split])               # the same draws as _shapes_arrays
+    labels = rng.permutation(np.repeat(np.arange(len(SHAPES_CLASSES)), SHAPES_PER_CLASS[split]))
+    scene = _draw_scenes(rng, labels, size)
+    background = scene["colour_1"] + 0.5 * scene["gradient_strength"][:, None] * (scene["colour_2"] - scene["colour_1"])
+    centre = scene["centre"] / size                                # [N, 2] (x, y) in [0, 1]
+    colour = _cube_corner(scene["colour"])
+    unseen = np.zeros(len(labels), dtype=bool)
+    for colour_name, shape in held_out:
+        unseen |= (colour == SHAPES_COLOURS.index(colour_name)) & (labels == SHAPES_CLASSES.index(shape))
+    attributes = dict(colour=colour, background=_cube_corner(background),
+                      size=np.digitize(scene["radius"] / size, SHAPES_SIZE_THRESHOLDS),
+                      row=np.digitize(centre[:, 1], SHAPES_POSITION_THRESHOLDS),
+                      column=np.digitize(centre[:, 0], SHAPES_POSITION_THRESHOLDS), unseen=unseen)
+    return {key: torch.from_numpy(value) if key == "unseen" else torch.from_numpy(value).long()
+            for key, value in attributes.items()}
+
+
+def _cube_corner(rgb: np.ndarray) -> np.ndarray:
+    """[N, 3] colours in [0, 1] -> [N] index into SHAPES_COLOURS: 4 [red > 0.5] + 2 [green > 0.5] + [blue > 0.5]."""
+    return ((rgb > 0.5) * np.array([4, 2, 1])).sum(axis=1)
+
+
+def _shapes_caption(rng: np.random.Generator, attributes: dict[str, torch.Tensor], i: int, shape: str) -> str:
+    row, column = SHAPES_ROWS[attributes["row"][i]], SHAPES_COLUMNS[attributes["column"][i]]
+    if row and column:
+        position = f"at the {row} {column}"
+    elif row or column:
+        position = f"at the {row}" if row else f"on the {column}"
+    else:
+        position = "in the middle"
+    template = SHAPES_CAPTION_TEMPLATES[rng.integers(len(SHAPES_CAPTION_TEMPLATES))]
+    text = template.format(size=SHAPES_SIZES[attributes["size"][i]], colour=SHAPES_COLOURS[attributes["colour"][i]],
+                           shape=shape,
+                           position=position, background=SHAPES_COLOURS[attributes["background"][i]])
+    return with_articles(" ".join(text.split()))                     # drop the gaps of empty words; "an arrow"
+
+
+def _dominant_colours(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 3, H, W] -> [N] index into CIFAR10_COLOURS: the name of the mean colour of the central half."""
+    h, w = images.shape[-2:]
+    centre = images[:, :, h // 4:h - h // 4, w // 4:w - w // 4].float().mean(dim=(2, 3)) / 255   # [N, 3]
+    value, _ = centre.max(dim=1)
+    saturation = (value - centre.min(dim=1).values) / value.clamp(min=1e-6)
+    red, green, blue = centre.unbind(1)
+    hue = torch.rad2deg(torch.atan2(math.sqrt(3) * (green - blue), 2 * red - green - blue)) % 360   # [N] degrees
+    names = []
+    for v, s, h_ in zip(value.tolist(), saturation.tolist(), hue.tolist()):
+        if s < 0.2:
+            names.append("black" if v < 0.3 else "white" if v > 0.75 else "grey")
+        else:
+            names.append(next(name for bound, name in CIFAR10_HUES if h_ < bound))
+    return torch.tensor([CIFAR10_COLOURS.index(name) for name in names], dtype=torch.int64)

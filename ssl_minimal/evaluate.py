@@ -393,3 +393,109 @@ def embeddings_of(method: nn.Module, images: torch.Tensor, batch_size: int = 256
                for i in range(0, len(images), batch_size)]
     method.train(was_training)
     return torch.cat(outputs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Image-text models (CLIP): zero-shot classification and retrieval
+# A model here has encode_image(images) -> [B, D], encode_text(tokens) -> [B, D] and a `tokenizer`
+# (ssl_minimal.methods.CLIP); embeddings are compared after L2 normalisation, by cosine similarity.
+@torch.no_grad()
+def image_embeddings(model: nn.Module, images: torch.Tensor, batch_size: int = FEATURE_BATCH_SIZE) -> torch.Tensor:
+    """L2-normalised image embeddings [N, D] of uint8 (or [0, 1] float) images [N, 3, H, W], in eval mode."""
+    with evaluation_mode(model):
+        return F.normalize(extract_features(model.encode_image, images, batch_size, _module_device(model)), dim=1)
+
+
+@torch.no_grad()
+def text_embeddings(model: nn.Module, texts: list[str] | torch.Tensor, batch_size: int = FEATURE_BATCH_SIZE
+                    ) -> torch.Tensor:
+    """L2-normalised text embeddings [n, D] of texts (strings, tokenised with model.tokenizer, or token ids [n, L])."""
+    tokens = model.tokenizer(texts) if not isinstance(texts, torch.Tensor) else texts
+    if len(tokens) == 0:
+        raise SSLMinimalError("no texts given; pass at least one")
+    device = _module_device(model)
+    with evaluation_mode(model):
+        embeddings = [model.encode_text(tokens[i:i + batch_size].to(device)).float()
+                      for i in range(0, len(tokens), batch_size)]
+    return F.normalize(torch.cat(embeddings), dim=1)
+
+
+@torch.no_grad()
+def zero_shot_classifier(model: nn.Module, class_names: list[str], templates: list[str] | tuple[str, ...] = ("{}",)
+                         ) -> torch.Tensor:
+    """Class embeddings [C, D] from text alone: a linear classifier built without any training image.
+
+    Class c's prompts are templates.format(class_names[c]) ("a photo of a {}" -> "a photo of a dog"; "a"
+    becomes "an" before a vowel). With several templates the class embedding is the mean of the prompts'
+    normalised embeddings, normalised again: prompt ensembling (CLIP Sec. 3.1.4, the official notebook
+    "Prompt_Engineering_for_ImageNet"). Classify with zero_shot_predict (nearest class by cosine).
+    """
+    from .text import with_articles
+    if len(class_names) == 0:
+        raise SSLMinimalError("zero-shot classification needs at least one class name, got an empty list")
+    if len(templates) == 0 or not all("{}" in template for template in templates):
+        raise SSLMinimalError(f"templates must be a non-empty list of prompts with a {{}} for the class name, "
+                              f"e.g. ['a photo of a {{}}'], got {list(templates)!r}")
+    prompts = [with_articles(template.format(name)) for name in class_names for template in templates]
+    embeddings = text_embeddings(model, prompts).view(len(class_names), len(templates), -1)   # [C, T, D]
+    return F.normalize(embeddings.mean(dim=1), dim=1)                                          # [C, D]
+
+
+@torch.no_grad()
+def zero_shot_predict(model: nn.Module, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """The class whose embedding (a row of `classifier` [C, D]) is most cosine-similar to each image: int64 [N]."""
+    check_features(classifier, "classifier")
+    features = image_embeddings(model, images)                                 # [N, D]
+    _check_pair(features, classifier, "image embeddings", "classifier")
+    return (features @ classifier.to(features.device).t()).argmax(dim=1)       # [N]
+
+
+def zero_shot_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
+                       templates: list[str] | tuple[str, ...] = ("{}",)) -> float:
+    """Top-1 accuracy in [0, 1] of the zero-shot classifier of `class_names` (label c = class_names[c])."""
+    classifier = zero_shot_classifier(model, class_names, templates)
+    _check_class_labels(labels, images.shape[0], "labels")
+    if len(labels) and int(labels.max()) >= len(class_names):
+        raise SSLMinimalError(f"labels go up to {int(labels.max())} but only {len(class_names)} class names were given")
+    predictions = zero_shot_predict(model, images, classifier)
+    return (predictions.cpu() == labels.cpu()).float().mean().item()
+
+
+def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor, ks: tuple[int, ...] = (1, 5)
+                     ) -> dict[str, float]:
+    """Recall@k of image -> text and text -> image retrieval, where image i and text i are a pair.
+
+    image_to_text@k: the fraction of images whose own text is among the k texts most cosine-similar to it;
+    text_to_image@k the other way (CLIP Sec. 3.1 / Table 13, on Flickr30k and MSCOCO). Returns
+    {"image_to_text@1": ..., "text_to_image@1": ..., ...} with values in [0, 1].
+    """
+    _check_pair(image_features, text_features, "image_features", "text_features")
+    if image_features.shape[0] != text_features.shape[0]:
+        raise SSLMinimalError(f"retrieval needs one text per image (pair i = row i of both), got "
+                              f"{image_features.shape[0]} images and {text_features.shape[0]} texts")
+    results = {}
+    for name, queries, gallery in (("image_to_text", image_features, text_features),
+                                   ("text_to_image", text_features, image_features)):
+        for k in ks:
+            _check_k(k, gallery.shape[0], "items to retrieve from")
+            _, top = _top_k_cosine(queries, gallery, k)                              # [N, k]
+            own = torch.arange(queries.shape[0], device=top.device)[:, None]
+            results[f"{name}@{k}"] = (top == own).any(dim=1).float().mean().item()
+    return results
+
+
+def zero_shot_report(model: nn.Module, dataset, templates: list[str] | tuple[str, ...] | None = None
+                     ) -> dict[str, float]:
+    """Zero-shot top-1 on a captioned test set (data.load_captioned) with prompt ensembling over `templates`
+    (default: the dataset's prompts, data.PROMPTS): {"accuracy": ...}, plus "seen" and "unseen" (images
+    of colour x shape pairs held out of training) when the dataset marks some images unseen."""
+    from .data import PROMPTS
+    templates = templates or PROMPTS.get(dataset.name, ("{}",))
+    classifier = zero_shot_classifier(model, dataset.classes, templates)
+    correct = (zero_shot_predict(model, dataset.images, classifier).cpu() == dataset.labels.cpu()).float()   # [N]
+    report = {"accuracy": correct.mean().item()}
+    unseen = (dataset.attributes or {}).get("unseen")
+    if unseen is not None and unseen.any():
+        unseen = unseen.cpu()
+        report.update(seen=correct[~unseen].mean().item(), unseen=correct[unseen].mean().item())
+    return report

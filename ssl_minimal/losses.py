@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
+from .checks import SSLMinimalError
 
 
 def _float32(value):
@@ -373,3 +374,31 @@ def mae_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
         target = (target - target.mean(dim=-1, keepdim=True)) / (target.var(dim=-1, keepdim=True) + eps).sqrt()
     per_patch = (prediction - target).pow(2).mean(dim=-1)                   # [B, N]
     return (per_patch * mask).sum() / mask.sum()
+
+
+@full_precision
+def clip_loss(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor,
+              logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy over the N x N image-text similarities (Radford et al. 2021,
+    arXiv 2103.00020, Figure 3):
+
+        I_e = l2_normalize(I_f @ W_i);  T_e = l2_normalize(T_f @ W_t)     # here: normalised inside
+        logits = I_e @ T_e^T * exp(t)                                      # [N, N]
+        labels = arange(n)
+        loss_i = cross_entropy(logits, labels, axis=0)                     # each text: which image?
+        loss_t = cross_entropy(logits, labels, axis=1)                     # each image: which text?
+        loss = (loss_i + loss_t) / 2
+
+    image_embeddings, text_embeddings: [N, D] projected, not yet normalised; pair i is row i of both.
+    logit_scale: exp(t), already exponentiated and clamped (the method clamps it at 100).
+    """
+    if image_embeddings.shape != text_embeddings.shape or image_embeddings.dim() != 2:
+        raise SSLMinimalError(f"clip_loss needs image and text embeddings of the same shape [N, D], got "
+                              f"{list(image_embeddings.shape)} and {list(text_embeddings.shape)}")
+    image_embeddings = F.normalize(image_embeddings, dim=1)                 # I_e [N, D]
+    text_embeddings = F.normalize(text_embeddings, dim=1)                   # T_e [N, D]
+    logits = logit_scale * image_embeddings @ text_embeddings.t()          # [N, N]: row = image, column = text
+    labels = torch.arange(len(logits), device=logits.device)
+    image_to_text = F.cross_entropy(logits, labels)                         # softmax over the texts of each image
+    text_to_image = F.cross_entropy(logits.t(), labels)                     # softmax over the images of each text
+    return (image_to_text + text_to_image) / 2

@@ -4,6 +4,9 @@ A method is an `nn.Module` that subclasses `Method` and implements
 
     training_step(images, indices) -> loss      # images: uint8 [B, 3, H, W] straight from the dataset
 
+(a method with `uses_captions = True`, CLIP, gets a third argument: the batch's captions, token ids
+int64 [B, K, L] from `dataset.captions`).
+
 Before the first step of a new run (not when resuming) `fit` calls `before_training(images)` with the
 whole training set (uint8 [N, 3, H, W] on the device; a no-op here: InstDisc fills its memory bank there).
 Then, each step, `fit` calls `training_step`, back-propagates, calls `after_backward(progress)` (a no-op here;
@@ -38,6 +41,7 @@ class Method(nn.Module):
     adam_betas = (0.9, 0.999)  # AdamW's (beta1, beta2): torch's default; MAE uses (0.9, 0.95)
     augmentation = "instdisc"  # recipe name in augmentations.RECIPES
     architecture = "convnet"   # "vit": budgets give the method their `vit_backbone` instead of `backbone`
+    uses_captions = False      # True: `fit` also passes dataset.captions[indices] to training_step (CLIP)
     epochs: int | None = None  # set by `fit` to the run's number of epochs (SwAV freezes its prototypes for one)
 
     def __init__(self, backbone: str = "small_convnet", image_size: int = 32,
@@ -50,9 +54,9 @@ class Method(nn.Module):
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, indices: torch.Tensor, *captions: torch.Tensor) -> torch.Tensor:
         """Calling the method is one training step (DistributedDataParallel calls forward)."""
-        return self.training_step(images, indices)
+        return self.training_step(images, indices, *captions)
 
     def before_training(self, images: torch.Tensor) -> None:
         """Called once by `fit` before the first step of a new run with all training images, uint8 [N, 3, H, W]."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import math
 import os
 import time
@@ -27,7 +28,13 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+if importlib.util.find_spec("ipywidgets") is not None:
+    from tqdm.auto import tqdm          # a widget bar in Jupyter, a text bar elsewhere
+else:
+    # Without ipywidgets, tqdm.auto inside a notebook warns ("IProgress not found", printing the path of the
+    # installed tqdm) and falls back to the text bar anyway: take the text bar directly.
+    from tqdm.std import tqdm
 
 from . import distributed, evaluate
 from .checks import SSLMinimalError, unknown_name
@@ -103,10 +110,11 @@ def get_budget(name: str | Budget | None = None, **overrides) -> Budget:
 # ----------------------------------------------------------------------------------------------
 # Precision: the networks in bf16 where that is faster, everything else in float32
 PRECISIONS = ("auto", "fp32", "bf16")
-# The backbones that train faster under bf16 autocast + channels_last on a CPU with native bf16
-# (avx512_bf16 / AMX), measured with benchmarks/throughput_floor.py --precision (BENCHMARKS.md section 9):
-# small ConvNet ~2.2x, ResNet-18 ~1.9x. The ViTs are not in it: their bf16 step was slower on such a CPU.
-CPU_BF16_BACKBONES = ("small_convnet", "resnet18")
+# The backbones whose forward + backward is faster under bf16 autocast + channels_last on a CPU with
+# native bf16 (avx512_bf16 / AMX): `benchmarks/throughput_floor.py --backbones-only`, BENCHMARKS.md
+# section 8 (1 thread: small ConvNet 1.64x, ResNet-18 1.97x, DeiT-Tiny's 64 tokens 1.27x). small_vit is
+# not: its 16 tokens of width 128 are too small matrices, and bf16 made it 0.76x as fast.
+CPU_BF16_BACKBONES = ("small_convnet", "resnet18", "vit_tiny")
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -124,7 +132,8 @@ def resolve_precision(precision: str, device: torch.device, backbones) -> tuple[
     """("fp32" or "bf16", why) for a run of networks with these backbone names on `device`.
 
     "auto" picks bf16 where the device computes it natively and, on a CPU, only for the backbones
-    measured faster with it (CPU_BF16_BACKBONES); everything else trains in fp32, unchanged.
+    measured faster with it (CPU_BF16_BACKBONES); everything else trains in fp32, unchanged. The
+    environment variable SSL_PRECISION=fp32|bf16 overrides "auto" (not an explicit precision).
     bf16 means: the training step runs under torch.autocast(bfloat16), so convolutions and matrix
     products of the networks run in bf16, while augmentations, every loss (losses.full_precision),
     Sinkhorn, memory banks, queues, momentum updates and kNN evaluation stay float32.
@@ -134,6 +143,12 @@ def resolve_precision(precision: str, device: torch.device, backbones) -> tuple[
     device, backbones = torch.device(device), sorted(set(backbones))
     if precision != "auto":
         return precision, "as asked"
+    forced = os.environ.get("SSL_PRECISION", "auto")        # e.g. SSL_PRECISION=fp32 pytest: the tests in fp32
+    if forced != "auto":
+        if forced not in PRECISIONS:
+            raise SSLMinimalError(f"SSL_PRECISION={forced!r} is not one of {', '.join(PRECISIONS)}; unset it or "
+                                  f"set it to one of them")
+        return forced, "SSL_PRECISION"
     if not native_bf16(device):
         return "fp32", f"{device.type} has no native bf16"
     if device.type == "cpu" and not (backbones and set(backbones) <= set(CPU_BF16_BACKBONES)):
@@ -394,6 +409,16 @@ def knn_monitor(encoder: nn.Module, train, test, budget: Budget, seed: int = 0) 
     return evaluate.knn_accuracy(train_features, bank.labels, test_features, queries.labels, k=k)
 
 
+def _captions_for(method, dataset, device: torch.device) -> torch.Tensor | None:
+    """dataset.captions on `device` if the method trains on captions (`uses_captions`), else None."""
+    if not getattr(method, "uses_captions", False):
+        return None
+    if getattr(dataset, "captions", None) is None:
+        raise SSLMinimalError(f"{method.name} trains on (image, caption) pairs but the dataset has no captions; "
+                              f"load it with ssl_minimal.data.load_captioned({dataset.name!r}, ...)")
+    return dataset.captions.to(device)
+
+
 def _all_rng_states(state: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The generator state of every process, [W, n] (one process: [n], as saved before torch.distributed)."""
     if not distributed.is_distributed():
@@ -538,6 +563,8 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
                if distributed.is_distributed() else method)
     torch.manual_seed(seed + distributed.rank())            # each process draws its own augmentations
     images = dataset.images.to(device)
+    # (image, caption) pairs for the methods that read text (CLIP): the batch's captions go to training_step too
+    captions = _captions_for(method, dataset, device)
     steps_per_epoch = len(dataset) // budget.batch_size   # drop the last incomplete batch
     total_steps = steps_per_epoch * budget.epochs
     learning_rate = budget.learning_rate or method.learning_rate * budget.batch_size / 256
@@ -625,7 +652,7 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
             for i in decayed_groups:
                 optimizer.param_groups[i]["weight_decay"] = float(weight_decays[step])
         with autocast:
-            loss = step_function(images[indices], indices)
+            loss = step_function(images[indices], indices, *([] if captions is None else [captions[indices]]))
         # Reading a loss makes the CPU wait for the device; off the CPU the losses of several steps
         # are read at once (and always before an evaluation, a checkpoint or the end of the run).
         unread_losses.append(loss.detach())

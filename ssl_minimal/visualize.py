@@ -19,6 +19,7 @@ import inspect
 import math
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -107,16 +108,24 @@ def _class_name(label: int, classes: Sequence[str] | None) -> str:
 
 
 FIGURES_DIR_VARIABLE = "SSL_FIGURES_DIR"   # where notebooks save figures; the test run points it at a temporary folder
+SMOKE_FIGURES_DIR = Path(tempfile.gettempdir()) / "ssl_minimal_smoke_figures"   # smoke runs' figures, unless told
 
 
-def figures_dir() -> Path:
-    """The folder notebooks save their figures in: $SSL_FIGURES_DIR if set, else the repository's
-    figures/ (found from the notebooks/ folder or the repository root), else ./figures.
+def figures_dir(budget=None) -> Path:
+    """The folder notebooks save their figures in: $SSL_FIGURES_DIR if set; else, at the smoke budget, a
+    temporary folder (SMOKE_FIGURES_DIR, announced in one printed line), so that a smoke run never
+    overwrites the committed figures/ made at the cpu or gpu budget; else the repository's figures/
+    (found from the notebooks/ folder or the repository root), else ./figures.
 
-    The repository's conftest.py sets SSL_FIGURES_DIR to a temporary folder, so a test run at the smoke
-    budget never overwrites the committed figures made at the cpu or gpu budget."""
+    budget: a budget name or `Budget`; None reads $SSL_BUDGET as `get_budget` does. The repository's
+    conftest.py sets SSL_FIGURES_DIR to a temporary folder for the whole test run."""
+    budget_name = getattr(budget, "name", budget) or os.environ.get("SSL_BUDGET", "auto")
     if os.environ.get(FIGURES_DIR_VARIABLE):
         folder = Path(os.environ[FIGURES_DIR_VARIABLE])
+    elif str(budget_name).lower() == "smoke":
+        folder = SMOKE_FIGURES_DIR
+        print(f"smoke budget: figures are saved in {folder}, not in the course's figures/ "
+              f"(set {FIGURES_DIR_VARIABLE} to choose the folder)")
     elif Path("../figures").is_dir() and Path("../notebooks").is_dir():
         folder = Path("../figures")
     else:

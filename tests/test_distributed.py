@@ -36,6 +36,7 @@ import ssl_minimal
 from ssl_minimal import augmentations, cli, distributed, losses, training
 from ssl_minimal.data import ImageDataset
 from ssl_minimal.methods.moco import MoCoV1
+from ssl_minimal.text import Tokenizer
 
 BATCH = 16            # the global batch: 8 images per process
 WORLD = 2
@@ -47,10 +48,17 @@ VIT_OPTIONS = {"moco_v3": dict(backbone_options=SMALL_VIT, hidden_dim=32, projec
                             num_local_crops=2)}
 
 
+CAPTIONS = ["a red star", "a blue circle", "a star on green", "the circle is red"]
+
+
 def _dataset() -> ImageDataset:
+    """32 random images in 4 classes, with one caption each (only CLIP reads them)."""
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (32, 3, 16, 16), dtype=torch.uint8, generator=generator)
-    return ImageDataset("tiny", "train", images, torch.arange(32) % 4, list("abcd"), (0.5,) * 3, (0.29,) * 3)
+    tokenizer = Tokenizer.from_texts(CAPTIONS)
+    captions = tokenizer(CAPTIONS)[torch.arange(32) % 4][:, None]           # [32, 1, L]: one caption per image
+    return ImageDataset("tiny", "train", images, torch.arange(32) % 4, list("abcd"), (0.5,) * 3, (0.29,) * 3,
+                        captions=captions, tokenizer=tokenizer)
 
 
 class ToFloat(nn.Module):
@@ -90,7 +98,7 @@ def _model(name: str, batch_norm: bool = False, random_views: bool = False, **op
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 parent, _, child = module_name.rpartition(".")
                 setattr(model.get_submodule(parent), child, nn.Identity())
-    if name in VIT_OPTIONS:
+    if name in VIT_OPTIONS or name == "clip":   # CLIP's text encoder is a transformer too
         # Plain SGD instead of the paper's AdamW: attention's key bias has an exactly-zero gradient
         # (adding q.b to every logit of a row leaves its softmax unchanged), so it only gets rounding
         # noise (~1e-10), different in 1 and 2 processes, and Adam, dividing each gradient by its own
@@ -106,8 +114,10 @@ def _model(name: str, batch_norm: bool = False, random_views: bool = False, **op
 
 
 def _fit(model: nn.Module, steps: int, **options) -> training.History:
+    # fp32: these tests compare 1 process with 2 to 1e-5, and bf16 rounds a batch of 8 unlike one of 16.
     return ssl_minimal.fit(model, _dataset(), "smoke", epochs=steps * BATCH // len(_dataset()), batch_size=BATCH,
-                           learning_rate=0.5, warmup_epochs=0, progress=False, device="cpu", **options)
+                           learning_rate=0.5, warmup_epochs=0, progress=False, device="cpu", precision="fp32",
+                           **options)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,7 +189,7 @@ def _cli_with_sync_batch_norm(folder: Path) -> tuple[int, str]:
 SINKHORN_SCORES = torch.randn(12, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.3
 SINKHORN_SCORES[9, 2] = 1.0             # the largest score is in process 1's rows
 MOCO_IMAGES = torch.rand(BATCH, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-TRAINED = ["invaspread", "simclr_v1", "simclr_v2", "swav", "instdisc", "barlow_twins", "moco_v3", "dino"]
+TRAINED = ["invaspread", "simclr_v1", "simclr_v2", "swav", "instdisc", "barlow_twins", "moco_v3", "dino", "clip"]
 SCENARIOS = {**{name: functools.partial(_train, name=name) for name in TRAINED},
              "sinkhorn": _sinkhorn, "moco_keys": _moco_keys, "moco_queue": _moco_queue,
              "checkpoint": _checkpoint_and_resume, "sync_batch_norm": _cli_with_sync_batch_norm}
@@ -239,13 +249,15 @@ def fixed_multi_crop(monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # 2 processes = 1 process on the global batch
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["invaspread", "simclr_v1", "simclr_v2", "swav", "barlow_twins", "moco_v3", "dino"])
+@pytest.mark.parametrize("name", ["invaspread", "simclr_v1", "simclr_v2", "swav", "barlow_twins", "moco_v3", "dino",
+                                  "clip"])
 def test_two_processes_take_the_same_steps_as_one_on_the_global_batch(two_processes, fixed_multi_crop, name):
     """2 processes x 8 images must give the loss and parameters of 1 process x 16 images: InvaSpread's
     and SimCLR's negatives and Barlow Twins' cross-correlation span the global batch (gather_with_gradient), SwAV's Sinkhorn partitions
     the global batch and its queue (queue_size 16: used at step 2), MoCo v3's queries meet the keys of
     the global batch (gather: keys have no gradient), DINO's centre is the mean over the global batch
-    (all_reduce_sum), and DDP averages the gradients.
+    (all_reduce_sum), CLIP's N x N image-text matrix spans the global batch (gather_with_gradient on
+    both embeddings), and DDP averages the gradients.
     Two LARS/SGD steps, so the second step also checks that the first left every process the same."""
     rank0, rank1 = two_processes(name)
     single = _model(name)

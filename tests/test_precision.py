@@ -12,6 +12,7 @@ import ssl_minimal
 from ssl_minimal import augmentations, losses, training
 from ssl_minimal.checks import SSLMinimalError
 from ssl_minimal.cli import main
+from ssl_minimal.methods import METHODS as METHOD_CLASSES
 from ssl_minimal.training import fit, get_budget, method_backbones, resolve_precision
 
 CPU = torch.device("cpu")
@@ -22,9 +23,11 @@ def bf16_autocast():
 
 
 def test_auto_picks_bf16_only_for_the_backbones_measured_faster_on_a_native_bf16_cpu(monkeypatch):
+    monkeypatch.delenv("SSL_PRECISION", raising=False)
     monkeypatch.setattr(training, "native_bf16", lambda device: True)
     assert resolve_precision("auto", CPU, ["small_convnet"])[0] == "bf16"
     assert resolve_precision("auto", CPU, ["resnet18"])[0] == "bf16"
+    assert resolve_precision("auto", CPU, ["vit_tiny"])[0] == "bf16"
     assert resolve_precision("auto", CPU, ["small_vit"]) == ("fp32", "small_vit is not faster in bf16 on a CPU")
     assert resolve_precision("auto", CPU, ["small_convnet", "small_vit"])[0] == "fp32"
     monkeypatch.setattr(training, "native_bf16", lambda device: False)   # an older CPU: do not slow it down
@@ -35,14 +38,30 @@ def test_auto_picks_bf16_only_for_the_backbones_measured_faster_on_a_native_bf16
         resolve_precision("fp16", CPU, ["small_convnet"])
 
 
+def test_ssl_precision_environment_variable_overrides_auto_only(monkeypatch):
+    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    monkeypatch.setenv("SSL_PRECISION", "fp32")
+    assert resolve_precision("auto", CPU, ["small_convnet"]) == ("fp32", "SSL_PRECISION")
+    assert resolve_precision("bf16", CPU, ["small_convnet"]) == ("bf16", "as asked")
+    monkeypatch.setenv("SSL_PRECISION", "half")
+    with pytest.raises(SSLMinimalError, match="SSL_PRECISION='half' is not one of auto, fp32, bf16"):
+        resolve_precision("auto", CPU, ["small_convnet"])
+
+
 def test_method_backbones_finds_every_encoder():
     train = ssl_minimal.data.load("shapes", "train").subset(64)
     assert method_backbones(ssl_minimal.build("cmc", dataset=train)) == ["small_convnet"]
     assert method_backbones(ssl_minimal.build("moco_v3", dataset=train, backbone="small_vit")) == ["small_vit"]
 
 
+def shapes_256(method: str):
+    """256 training shapes; with captions for a method that reads them (CLIP)."""
+    load = ssl_minimal.data.load_captioned if METHOD_CLASSES[method].uses_captions else ssl_minimal.data.load
+    return load("shapes", "train").subset(256, seed=0)
+
+
 def short_run(method: str, precision: str, seed: int = 0):
-    train = ssl_minimal.data.load("shapes", "train").subset(256, seed=0)
+    train = shapes_256(method)
     torch.manual_seed(seed)
     model = ssl_minimal.build(method, dataset=train)
     budget = get_budget("smoke", epochs=1, batch_size=64, knn_every_epochs=0, precision=precision)
@@ -59,6 +78,7 @@ def test_bf16_runs_are_reproducible_bitwise_and_really_bf16(method):
 
 
 def test_auto_resolves_per_backbone_in_fit(monkeypatch):
+    monkeypatch.delenv("SSL_PRECISION", raising=False)
     monkeypatch.setattr(training, "native_bf16", lambda device: True)
     assert short_run("simclr_v1", "auto").precision == "bf16"
     assert short_run("mae", "auto").precision == "fp32"                      # the small ViT stays fp32 on a CPU
@@ -71,6 +91,7 @@ def test_auto_resolves_per_backbone_in_fit(monkeypatch):
     (losses.swav_loss, lambda z: ([z[0] @ z[2].t(), z[1] @ z[2].t()],
                                   [torch.softmax(z[1] @ z[2].t(), dim=1), torch.softmax(z[0] @ z[2].t(), dim=1)], 0.1)),
     (losses.barlow_twins_loss, lambda z: (z[0], z[1])),
+    (losses.clip_loss, lambda z: (z[0], z[1], 14.3)),
 ])
 def test_losses_compute_in_float32_inside_bf16_autocast(loss, arguments):
     torch.manual_seed(0)
@@ -129,17 +150,19 @@ def test_augmentations_stay_float32_inside_autocast(name):
 def test_every_method_trains_in_bf16_with_a_float32_loss_and_float32_state(method):
     history = short_run(method, "bf16")
     assert history.precision == "bf16" and all(map(torch.isfinite, torch.tensor(history.loss)))
-    train = ssl_minimal.data.load("shapes", "train").subset(256, seed=0)
+    train = shapes_256(method)
     model = ssl_minimal.build(method, dataset=train)
     model.before_training(train.images)
+    captions = [] if train.captions is None else [train.captions[:64]]
     with bf16_autocast():
-        loss = model.training_step(train.images[:64], torch.arange(64))
+        loss = model.training_step(train.images[:64], torch.arange(64), *captions)
     assert loss.dtype == torch.float32
     assert all(buffer.dtype != torch.bfloat16 for buffer in model.buffers())       # banks, queues, centres
     assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
 
 
 def test_cli_first_line_says_the_precision(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("SSL_PRECISION", raising=False)
     monkeypatch.setattr(training, "native_bf16", lambda device: True)
     arguments = ["--budget", "smoke", "--max-steps", "1", "--no-progress"]
     assert main(["train", "simclr_v1", *arguments, "--output", str(tmp_path / "a")]) == 0

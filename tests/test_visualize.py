@@ -259,7 +259,7 @@ def test_figures_dir_follows_the_environment_variable(tmp_path, monkeypatch):
     assert visualize.figures_dir() == tmp_path / "figs" and (tmp_path / "figs").is_dir()
     monkeypatch.delenv("SSL_FIGURES_DIR")
     monkeypatch.chdir(tmp_path)
-    assert visualize.figures_dir() == Path("figures")
+    assert visualize.figures_dir("cpu") == Path("figures")
 
 
 def test_the_test_run_does_not_write_into_the_repository_figures():

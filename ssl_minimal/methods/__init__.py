@@ -2,6 +2,7 @@
 
 from .barlow_twins import BarlowTwins
 from .byol import BYOL
+from .clip import CLIP
 from .cmc import CMC
 from .cpc import CPC
 from .dino import DINO
@@ -30,5 +31,6 @@ METHODS = {
     "barlow_twins": BarlowTwins,
     "moco_v3": MoCoV3,
     "dino": DINO,
+    "clip": CLIP,
     "mae": MAE,
 }
