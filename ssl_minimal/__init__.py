@@ -19,7 +19,7 @@ import torch
 from . import allocator, augmentations, data, distributed, evaluate, losses, visualize
 from .checks import SSLMinimalError, unknown_name
 from .methods import METHODS as _METHOD_CLASSES
-from .training import BUDGETS, Budget, History, fit, get_budget
+from .training import BUDGETS, Budget, GradientNorms, History, fit, get_budget
 
 __version__ = "0.1.0"
 
@@ -87,5 +87,5 @@ def train(method: str, dataset: str = "shapes", budget: str | Budget | None = No
     return model, history
 
 
-__all__ = ["METHODS", "BUDGETS", "Budget", "History", "SSLMinimalError", "augmentations", "build", "data",
+__all__ = ["METHODS", "BUDGETS", "Budget", "GradientNorms", "History", "SSLMinimalError", "augmentations", "build", "data",
            "distributed", "evaluate", "fit", "get_budget", "losses", "train", "visualize"]

@@ -178,6 +178,41 @@ class TransformerBlock(nn.Module):
         return (x, attention) if return_attention else x
 
 
+VIT_INITS = ("deit", "moco_v3", "mae")
+
+
+@torch.no_grad()
+def initialise_vit(vit: "VisionTransformer", init: str = "deit") -> None:
+    """Initial weights as each paper's official code sets them (LayerNorms: weight 1, bias 0 in all):
+    - "deit" (DeiT / timm's ViT, DINO's vision_transformer.py): every Linear weight normal std 0.02
+      (trunc_normal_, whose cut at +-2 lies 100 std away), zero bias; [CLS] std 0.02; the patch
+      projection keeps Conv2d's default (Kaiming uniform).
+    - "moco_v3" (moco-v3 vits.py): Xavier-uniform Linear weights, zero bias, with the fused qkv weight
+      [3D, D] treated as three [D, D] blocks (bound sqrt(6 / (D + D)), not sqrt(6 / (3D + D)));
+      [CLS] normal std 1e-6; the patch projection Xavier-uniform with fans 3 p^2 and D, zero bias.
+    - "mae" (mae models_mae.py): as "moco_v3" but the fused qkv weight is one Xavier-uniform [3D, D]
+      matrix (bound sqrt(6 / (4D))) and [CLS] normal std 0.02.
+    A learned position embedding (MoCo v3 and MAE use fixed sin-cos) is truncated normal std 0.02."""
+    if init == "deit":                  # [CLS] first: the order of random draws of the library's first ViT init
+        nn.init.trunc_normal_(vit.cls_token, std=0.02)
+    for name, module in vit.named_modules():
+        if isinstance(module, nn.Linear):
+            if init == "deit":
+                nn.init.trunc_normal_(module.weight, std=0.02)
+            elif init == "moco_v3" and name.endswith("qkv"):
+                out_features, in_features = module.weight.shape            # [3D, D]: q, k, v each [D, D]
+                bound = math.sqrt(6 / (out_features // 3 + in_features))
+                nn.init.uniform_(module.weight, -bound, bound)
+            else:
+                nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    if init != "deit":
+        nn.init.normal_(vit.cls_token, std=1e-6 if init == "moco_v3" else 0.02)
+        weight = vit.patch_embedding.weight     # the patch projection as a Linear on the flat patch, [D, 3 p^2]
+        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        nn.init.zeros_(vit.patch_embedding.bias)
+
+
 class VisionTransformer(nn.Module):
     """ViT: patches -> linear embedding + position -> [CLS] + tokens -> blocks -> LayerNorm -> [CLS] state.
 
@@ -186,14 +221,18 @@ class VisionTransformer(nn.Module):
     MAE calls `embed`, drops tokens, then `transform`. Images of another size than `image_size`
     (DINO's small local crops, STL-10's 96x96) get the position embedding resized bicubically, as
     in DINO's code. position_embedding: "learned" (ViT, DINO) or "sincos" (fixed, MoCo v3 and MAE).
+    init: "deit" (default; DeiT's and DINO's), "moco_v3" or "mae": each official code's initial
+    weights, see `initialise_vit`.
     """
 
     def __init__(self, dim: int = 192, depth: int = 12, heads: int = 3, patch_size: int = 4,
                  image_size: int = 32, mlp_ratio: float = 4.0, in_channels: int = 3,
-                 position_embedding: str = "learned"):
+                 position_embedding: str = "learned", init: str = "deit"):
         super().__init__()
         if position_embedding not in ("learned", "sincos"):
             raise unknown_name("position embedding", position_embedding, ["learned", "sincos"])
+        if init not in VIT_INITS:
+            raise unknown_name("ViT init", init, VIT_INITS)
         if image_size % patch_size:
             raise SSLMinimalError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
         self.patch_size, self.grid_size = patch_size, image_size // patch_size
@@ -206,12 +245,8 @@ class VisionTransformer(nn.Module):
             self.position = nn.Parameter(nn.init.trunc_normal_(position, std=0.02))             # [1, N, D]
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
-        self.output_dim, self.heads = dim, heads
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for module in self.modules():   # ViT/DeiT init: truncated normal Linear weights, zero biases
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
+        self.output_dim, self.heads, self.init = dim, heads, init
+        initialise_vit(self, init)
 
     def position_for(self, grid_size: int) -> torch.Tensor:
         """The position embedding for a grid_size x grid_size patch grid, [1, grid_size**2, D]."""

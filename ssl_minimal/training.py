@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -446,6 +447,51 @@ def run_monitors(monitors: Mapping[str, Monitor], method: nn.Module) -> dict[str
             values.update({name if key is None else f"{name}/{key}": float(value) for key, value in items})
     method.train()
     return values
+
+
+class GradientNorms:
+    """The gradient norm of named groups of parameters at every backward pass, i.e. every step of `fit`,
+    e.g. a ViT's patch projection apart from the rest of the network (MoCo v3, Sec. 4.1 and Fig. 4).
+    Hooks on the parameters do the recording, so `fit` needs nothing:
+
+        norms = GradientNorms({"patch projection": vit.patch_embedding.parameters(),
+                               "rest": [p for n, p in vit.named_parameters() if "patch" not in n]})
+        history = fit(method, ...)          # norms.values["rest"][i]: the norm at step i + 1
+        norms.remove()
+
+    A group's norm is sqrt(sum of its gradients' squares), taken once each of its parameters has its
+    gradient for the pass. Parameters that take no gradient (a frozen patch projection) are left out;
+    a group without any records nothing."""
+
+    def __init__(self, groups: Mapping[str, Iterable[nn.Parameter]]):
+        self._norms: dict[str, list[torch.Tensor]] = {}
+        self._pending: dict[str, list] = {}
+        self._handles = []
+        for name, parameters in groups.items():
+            parameters = [p for p in parameters if p.requires_grad]
+            self._norms[name], self._pending[name] = [], [0.0, 0]        # [sum of squares, parameters seen]
+            for parameter in parameters:
+                hook = functools.partial(self._record, name, len(parameters))
+                self._handles.append(parameter.register_post_accumulate_grad_hook(hook))
+
+    def _record(self, name: str, size: int, parameter: torch.Tensor) -> None:
+        pending = self._pending[name]
+        pending[0] = pending[0] + parameter.grad.detach().float().pow(2).sum()   # stays on the device
+        pending[1] += 1
+        if pending[1] == size:
+            self._norms[name].append(pending[0].sqrt())
+            self._pending[name] = [0.0, 0]
+
+    @property
+    def values(self) -> dict[str, list[float]]:
+        """{group: [norm at the first backward pass, the second, ...]} as floats."""
+        return {name: torch.stack(norms).tolist() if norms else [] for name, norms in self._norms.items()}
+
+    def remove(self) -> None:
+        """Take the hooks off the parameters (the values stay)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
 
 
 def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=None,

@@ -100,6 +100,65 @@ def test_vit_takes_other_image_sizes_by_resizing_its_position_embedding():
         _vit(position_embedding="rotary")
 
 
+def test_blocks_are_pre_norm_with_the_residual_stream_left_unnormalised():
+    """ViT Eq. 2-3: x + MSA(LN(x)), then x + MLP(LN(x)); a post-norm block LN(x + MSA(x)) differs."""
+    torch.manual_seed(0)
+    block = backbones.TransformerBlock(16, heads=2)
+    with torch.no_grad():                     # LayerNorms that are not the identity, so each one counts
+        for norm in (block.norm1, block.norm2):
+            norm.weight.uniform_(0.5, 2.0), norm.bias.normal_()
+    x = 5 * torch.randn(2, 7, 16) + 3         # a residual stream far from mean 0, std 1
+    y = x + block.attention(block.norm1(x))[0]
+    assert torch.allclose(block(x), y + block.mlp(block.norm2(y)), atol=1e-5)
+    out, weights = block(x, return_attention=True)
+    assert torch.allclose(out, block(x), atol=1e-5) and weights.shape == (2, 2, 7, 7)
+    # the output is not normalised: it keeps the stream's scale (a post-norm block's would be ~ LN's)
+    assert (block(x) - x).abs().mean() < x.abs().mean()
+
+
+def _qkv_blocks(vit):
+    """Every block's fused qkv weight [3D, D] cut into its q, k and v blocks, each [D, D]."""
+    return [w for block in vit.blocks for w in block.attention.qkv.weight.detach().chunk(3)]
+
+
+def _is_uniform(weight, bound):
+    """Drawn from U(-bound, bound): max |w| near the bound and std bound / sqrt(3)."""
+    return 0.97 * bound < weight.abs().max() <= bound and abs(weight.std() / (bound / 3 ** 0.5) - 1) < 0.05
+
+
+def test_moco_v3_init_is_xavier_with_q_k_v_as_three_blocks_and_a_tiny_cls_token():
+    D = 64
+    vit = _vit(dim=D, heads=4, init="moco_v3")
+    assert all(_is_uniform(w, (6 / (D + D)) ** 0.5) for w in _qkv_blocks(vit))    # each [D, D]: fans D and D
+    for name, module in vit.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            assert torch.equal(module.bias, torch.zeros_like(module.bias))
+            if not name.endswith("qkv"):                                     # Xavier on [out, in]
+                assert _is_uniform(module.weight.detach(), (6 / sum(module.weight.shape)) ** 0.5), name
+    assert 0 < vit.cls_token.abs().max() < 1e-5 and abs(vit.cls_token.std() / 1e-6 - 1) < 0.3   # std 1e-6
+    patch = vit.patch_embedding.weight.detach()                              # [D, 3, 8, 8]: fans 3 * 64 and D
+    assert _is_uniform(patch, (6 / (3 * 64 + D)) ** 0.5)
+    assert torch.equal(vit.patch_embedding.bias, torch.zeros(D))
+
+
+def test_mae_init_is_xavier_on_the_fused_qkv_with_cls_std_0_02():
+    D = 64
+    vit = _vit(dim=D, heads=4, init="mae")
+    for weight in (block.attention.qkv.weight.detach() for block in vit.blocks):
+        assert _is_uniform(weight, (6 / (3 * D + D)) ** 0.5)                  # one [3D, D] matrix
+    assert abs(vit.cls_token.std() / 0.02 - 1) < 0.3
+    assert _is_uniform(vit.patch_embedding.weight.detach(), (6 / (3 * 64 + D)) ** 0.5)
+
+
+def test_default_init_is_deit_normal_std_0_02():
+    vit = _vit(dim=64, heads=4)
+    assert vit.init == "deit"
+    for weight in _qkv_blocks(vit) + [vit.blocks[0].mlp[0].weight.detach()]:
+        assert abs(weight.std() / 0.02 - 1) < 0.1 and abs(weight.mean()) < 0.002
+    with pytest.raises(SSLMinimalError, match="ViT init"):
+        _vit(init="xavier")
+
+
 def test_vit_encoders_by_name_train():
     encoder = backbones.build_encoder("small_vit")
     assert encoder.output_dim == 128 and encoder.backbone.patch_size == 8

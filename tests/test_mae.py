@@ -158,6 +158,9 @@ def test_paper_recipe_and_defaults():
     features = model.encoder(torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8))   # evaluation: whole images
     assert features.shape == (3, 128)
     assert augmentations.recipe("mae").steps[0].options["scale"] == (0.2, 1.0)
+    # models_mae.py's init: Xavier-uniform on the fused qkv [3D, D] (one matrix), [CLS] std 0.02
+    qkv = model.vit.blocks[0].attention.qkv.weight
+    assert model.vit.init == "mae" and 0.97 * (6 / (3 * 128 + 128)) ** 0.5 < qkv.abs().max() <= (6 / 512) ** 0.5
 
 
 def test_fit_trains_with_the_papers_adamw(tiny_dataset, tmp_path):

@@ -12,6 +12,7 @@ from ssl_minimal import distributed, losses
 from ssl_minimal.backbones import sincos_position_embedding
 from ssl_minimal.checks import SSLMinimalError
 from ssl_minimal.momentum import cosine_momentum
+from ssl_minimal.training import load_checkpoint
 
 TINY_VIT = {"dim": 32, "depth": 1, "heads": 2}
 
@@ -146,18 +147,51 @@ def test_vit_uses_the_fixed_sincos_position_embedding():
     assert torch.equal(vit.position[0], sincos_position_embedding(4, 32))
 
 
-def test_fit_trains_a_few_steps(tiny_dataset):
+def test_paper_recipe_values():
+    """Sec. 5 / the official README's ViT commands and main_moco.py; the fit test below checks they reach AdamW."""
+    model = ssl_minimal.build("moco_v3")
+    assert (model.optimizer, model.learning_rate, model.weight_decay) == ("adamw", 1.5e-4, 0.1)
+    assert (model.temperature, model.base_momentum) == (0.2, 0.99)
+    assert model.projector[0].out_features == 4096 and model.projector[-1].num_features == 256
+    assert model.predictor[0].out_features == 4096 and model.predictor[-1].num_features == 256
+    assert model.freeze_patch_embedding and not model.encoder.backbone.patch_embedding.weight.requires_grad
+    assert (model.augment.name, model.augment_prime.name) == ("byol_view1", "byol_view2")
+    for augment in (model.augment, model.augment_prime):
+        assert augment.steps[0].options["scale"] == (0.08, 1.0)
+    vit = model.encoder.backbone
+    assert model.encoder.name == "small_vit" and vit.init == "moco_v3" and vit.cls_token.abs().max() < 1e-5
+    qkv = vit.blocks[0].attention.qkv.weight                 # q, k, v as three [D, D] blocks (vits.py)
+    assert qkv.abs().max() > 0.97 * (6 / (128 + 128)) ** 0.5
+    # momentum: 0.99 at the start, 1 at the end, the half-cycle cosine between (--moco-m-cos)
+    model.after_optimizer_step(0.5)
+    assert model.m == pytest.approx(0.995)
+
+
+def test_a_convnet_backbone_for_the_vit_vs_convnet_comparison(tiny_dataset):
+    torch.manual_seed(0)
+    model = ssl_minimal.build("moco_v3", backbone="small_convnet", backbone_options={"width": 8},
+                              hidden_dim=32, projection_dim=16)
+    assert not model.vit and not model.freeze_patch_embedding
+    model.training_step(tiny_dataset.images[:8], torch.arange(8)).backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+def test_fit_trains_a_few_steps_with_the_papers_adamw(tiny_dataset, tmp_path):
     model = _model()
-    history = ssl_minimal.fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, progress=False)
+    history = ssl_minimal.fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, progress=False,
+                              checkpoint_path=tmp_path / "moco_v3.pt")
     assert len(history.loss) == 4 and all(math.isfinite(loss) for loss in history.loss)
     assert model.m > 0.99
+    assert history.lr[0] == pytest.approx(1.5e-4 * 16 / 256)            # lr x BatchSize / 256
+    groups = load_checkpoint(tmp_path / "moco_v3.pt")["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0] and "betas" in groups[0]
 
 
 @pytest.mark.parametrize("options, message", [
     ({"temperature": 0.0}, "temperature"),
     ({"base_momentum": 1.5}, "base_momentum"),
     ({"hidden_dim": 0}, "hidden_dim"),
-    ({"backbone": "small_convnet"}, "Vision Transformer"),
+    ({"backbone": "resnet50"}, "Vision Transformer"),
 ])
 def test_bad_options_raise(options, message):
     with pytest.raises(SSLMinimalError, match=message):

@@ -53,6 +53,8 @@ ALLOWED = {
     "10_collapse": {"57.7%": PAPER, "55.3%": PAPER, "48.0%": PAPER, "28.3%": PAPER, "73.9%": PAPER, "57.7": PAPER,
                     "55.3": PAPER, "65.7%": PAPER, "0.075": PILOT, "0.017": PILOT, "0.035": PILOT, "0.24": PILOT,
                     "24.4%": PILOT, "25.4%": PILOT},
+    "11_moco_v3": {"0.26328": HAND, "0.51302": HAND, "1.26037": HAND, "0.59092": HAND,
+                   "2.4": "a difference of two kNN monitor readings printed on separate lines (26.6% -> 24.25%)"},
     "14_mae": {"-0.7071": HAND, "0.7071": HAND, "1.7071": HAND, "0.2929": HAND, "1.6": HAND, "87.5%": HAND},
 }
 
@@ -173,6 +175,9 @@ def test_the_check_finds_a_stale_number(tmp_path):
 # Notebooks whose committed outputs print an older version of the library's source: they need a rerun (issue 18).
 # 01 and 04 print InstDisc's bank update and the Lab conversion as they were before the precision change (issue 14).
 STALE_SOURCE = {"01_instdisc", "04_cmc", "05_moco", "06_simclr", "10_collapse"}
+# Not stale, but taken for source by the check below: 11's init-statistics cell prints its own indented lines
+# ("  patch projection ...") after show_lines' output. Its next rerun should print them unindented.
+INDENTED_OUTPUT = {"11_moco_v3"}
 
 
 def stale_source_lines(notebook: Path) -> list[str]:
@@ -205,6 +210,8 @@ def stale_source_lines(notebook: Path) -> list[str]:
 
 @pytest.mark.parametrize("notebook", [pytest.param(path, marks=pytest.mark.xfail(
     strict=True, reason="committed outputs print an older library source: rerun the notebook"))
-    if path.stem in STALE_SOURCE else path for path in notebooks()], ids=lambda path: path.stem)
+    if path.stem in STALE_SOURCE else pytest.param(path, marks=pytest.mark.xfail(
+        strict=True, reason="indented lines of the notebook's own prints are taken for source"))
+    if path.stem in INDENTED_OUTPUT else path for path in notebooks()], ids=lambda path: path.stem)
 def test_printed_library_source_is_the_current_one(notebook):
     assert not stale_source_lines(notebook)

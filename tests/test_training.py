@@ -335,3 +335,41 @@ def test_monitors_must_be_a_dict_of_functions(tiny_dataset):
         fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, progress=False, monitors=[len])
     with pytest.raises(SSLMinimalError, match="monitors must be a dict"):
         fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, progress=False, monitors={"x": 1.0})
+
+
+def test_gradient_norms_records_each_groups_norm_at_every_backward_pass():
+    torch.manual_seed(0)
+    first, second, frozen = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2), torch.nn.Linear(2, 1)
+    frozen.requires_grad_(False)
+    norms = ssl_minimal.GradientNorms({"first": first.parameters(), "second": second.parameters(),
+                                       "frozen": frozen.parameters()})
+    expected = {"first": [], "second": []}
+    for step in range(3):
+        for layer in (first, second):
+            layer.zero_grad(set_to_none=True)
+        frozen(second(first(torch.randn(5, 3)))).pow(2).sum().backward()
+        for name, layer in (("first", first), ("second", second)):     # sqrt of the sum of all squares
+            expected[name].append(math.sqrt(sum(float(p.grad.pow(2).sum()) for p in layer.parameters())))
+    values = norms.values
+    assert values["frozen"] == [] and len(values["first"]) == len(values["second"]) == 3
+    for name in ("first", "second"):
+        assert values[name] == pytest.approx(expected[name], rel=1e-5)
+    norms.remove()
+    second(first(torch.randn(5, 3))).sum().backward()
+    assert len(norms.values["first"]) == 3                               # no hooks any more
+
+
+def test_moco_v3_gradient_groups_split_the_patch_projection_from_the_rest(tiny_dataset):
+    for freeze in (False, True):
+        torch.manual_seed(0)
+        model = ssl_minimal.build("moco_v3", backbone_options={"dim": 32, "depth": 1, "heads": 2}, hidden_dim=32,
+                                  projection_dim=16, freeze_patch_embedding=freeze)
+        groups = model.gradient_norm_groups()
+        patch = model.encoder.backbone.patch_embedding
+        assert [id(p) for p in groups["patch projection"]] == [id(patch.weight), id(patch.bias)]
+        assert len(groups["rest of the backbone"]) == len(list(model.encoder.parameters())) - 2
+        norms = ssl_minimal.GradientNorms(groups)
+        ssl_minimal.fit(model, tiny_dataset, "smoke", epochs=1, batch_size=16, progress=False)
+        values = norms.values
+        assert len(values["rest of the backbone"]) == 4 and all(v > 0 for v in values["rest of the backbone"])
+        assert len(values["patch projection"]) == (0 if freeze else 4)

@@ -21,12 +21,15 @@ commands, main_moco.py, moco/builder.py, vits.py): AdamW, lr 1.5e-4 x B/256, wei
 tau 0.2 (ResNet: 1.0), m 0.99 rising to 1 on a half-cycle cosine (--moco-m-cos), projector
 3-layer MLP and predictor 2-layer MLP, hidden 4096, output 256, BatchNorm on every layer (the
 last one without affine), Linear layers without bias; fixed 2-D sin-cos position embedding; patch
-projection Xavier-uniform initialised and frozen (--stop-grad-conv1); BYOL's two asymmetric
-augmentations with crop scale 0.08-1 (recipes byol_view1 / byol_view2). Our library keeps weight
-decay off biases and norm weights (Method.parameter_groups); the official code decays every tensor.
+projection Xavier-uniform initialised and frozen (--stop-grad-conv1); the rest of the ViT initialised
+as vits.py does (backbones.initialise_vit "moco_v3": Xavier-uniform Linear layers with q, k and v
+as three blocks, [CLS] std 1e-6); BYOL's two asymmetric augmentations with crop scale 0.08-1
+(recipes byol_view1 / byol_view2). Our library keeps weight decay off biases and norm weights
+(Method.parameter_groups); the official code decays every tensor.
 Lesson options: `freeze_patch_embedding=False` trains the patch projection (the paper's unstable
 baseline of Sec. 4.2); the instability shows as dips in history.knn_accuracy and jumps in
-history.loss (the paper's training curves are kNN accuracy); `temperature`, `hidden_dim`, `projection_dim`.
+history.loss (the paper's training curves are kNN accuracy); `temperature`, `hidden_dim`, `projection_dim`;
+`backbone="small_convnet"` (or "resnet18") puts a ConvNet under the same loss and optimiser, to compare.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ HIDDEN_DIM = 4096      # Sec. 5 / main_moco.py --moco-mlp-dim 4096
 PROJECTION_DIM = 256   # Sec. 5 / main_moco.py --moco-dim 256
 BASE_MOMENTUM = 0.99   # main_moco.py --moco-m 0.99, with --moco-m-cos: cosine increase to 1
 VIT_BACKBONES = ("small_vit", "vit_tiny")
+CONVNET_BACKBONES = ("small_convnet", "resnet18")   # the paper's ResNet-50 runs (tau 1.0, LARS); here for comparison
 
 
 class MoCoV3(Method):
@@ -60,9 +64,9 @@ class MoCoV3(Method):
                  projection_dim: int = PROJECTION_DIM, base_momentum: float = BASE_MOMENTUM,
                  freeze_patch_embedding: bool = True, backbone: str = "small_vit", image_size: int = 32,
                  backbone_options: dict | None = None, **encoder_options):
-        if backbone not in VIT_BACKBONES:
-            raise SSLMinimalError(f"MoCo v3 here is built around a Vision Transformer: backbone must be one of "
-                                  f"{', '.join(VIT_BACKBONES)}, got {backbone!r}")
+        if backbone not in VIT_BACKBONES + CONVNET_BACKBONES:
+            raise SSLMinimalError(f"MoCo v3 takes a Vision Transformer ({', '.join(VIT_BACKBONES)}) or, to compare, "
+                                  f"a ConvNet ({', '.join(CONVNET_BACKBONES)}); got {backbone!r}")
         if not temperature > 0:
             raise SSLMinimalError(f"MoCo v3 temperature must be > 0 (paper: {TEMPERATURE}), got {temperature}")
         if not 0 <= base_momentum <= 1:
@@ -71,14 +75,17 @@ class MoCoV3(Method):
         if min(hidden_dim, projection_dim) < 1:
             raise SSLMinimalError(f"MoCo v3 hidden_dim and projection_dim must be >= 1, got {hidden_dim} and "
                                   f"{projection_dim}")
-        # Fixed 2-D sin-cos position embedding (Sec. 5 / vits.py), for this image size.
-        backbone_options = {"position_embedding": "sincos", "image_size": image_size, **(backbone_options or {})}
+        self.vit = backbone in VIT_BACKBONES
+        if self.vit:   # fixed 2-D sin-cos position embedding and the official init (Sec. 5 / vits.py)
+            backbone_options = {"position_embedding": "sincos", "image_size": image_size, "init": "moco_v3",
+                                **(backbone_options or {})}
         super().__init__(backbone=backbone, image_size=image_size, backbone_options=backbone_options,
                          **encoder_options)
         self.augment_prime = augmentations.recipe("byol_view2", image_size)   # the second, asymmetric view
         self.temperature, self.base_momentum, self.m = temperature, base_momentum, base_momentum
-        self.freeze_patch_embedding = freeze_patch_embedding
-        self.random_patch_projection(freeze_patch_embedding)
+        self.freeze_patch_embedding = freeze_patch_embedding and self.vit
+        if self.vit:
+            self.random_patch_projection(freeze_patch_embedding)
 
         # f_q = predictor(projector(encoder)); Linear layers without bias, BatchNorm everywhere (the
         # last one without affine), as the official _build_mlp for ViT.
@@ -98,6 +105,13 @@ class MoCoV3(Method):
         nn.init.xavier_uniform_(patch.weight.view(patch.weight.shape[0], -1))   # fans 3 p^2 and D
         nn.init.zeros_(patch.bias)
         patch.requires_grad_(not freeze)
+
+    def gradient_norm_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Sec. 4.1's monitor: the patch projection (the first layer) apart from the rest of the
+        backbone, for training.GradientNorms. A frozen projection has no gradient to record."""
+        patch = list(self.encoder.backbone.patch_embedding.parameters()) if self.vit else []
+        return {"patch projection": patch,
+                "rest of the backbone": [p for p in self.encoder.parameters() if all(p is not q for q in patch)]}
 
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.augment(images), self.augment_prime(images)          # [N, 3, H, W] each
