@@ -18,8 +18,7 @@ official code, github.com/facebookresearch/mae, models_mae.py):
         target"); target: the patch's pixels, each patch normalised by its own mean and std
 Paper values: mask ratio r = 0.75 (Fig. 5); decoder 8 blocks of width 512 with 16 heads (Table 1a/b,
 models_mae.py); normalised-pixel targets (Table 1d); fixed 2-D sin-cos positions in encoder and
-decoder (models_mae.py); Xavier-uniform Linear layers and patch projection, [CLS] std 0.02
-(models_mae.py initialize_weights; backbones.initialise_vit "mae"); AdamW, base lr 1.5e-4 x B/256,
+decoder (models_mae.py); AdamW, base lr 1.5e-4 x B/256,
 betas (0.9, 0.95), weight decay 0.05, cosine decay after a warm-up; only random resized crop (scale
 0.2-1) + flip (Appendix A.1, Table 8; recipe "mae"). The pixels are those the encoder sees: the crop
 after the dataset's mean/std normalisation.
@@ -137,10 +136,11 @@ class MAE(Method):
         if backbone not in VIT_BACKBONES:
             raise SSLMinimalError(f"MAE masks the patch tokens of a Vision Transformer; backbone {backbone!r} is not "
                                   f"one: use one of {', '.join(VIT_BACKBONES)}")
-        # Fixed sin-cos positions (Sec. 3) for this image size and models_mae.py's init (backbones.initialise_vit),
-        # unless the caller says otherwise.
+        # Fixed sin-cos positions (Sec. 3) for this image size, unless the caller says otherwise. The ViT keeps
+        # its default (DeiT) init, with which lesson 14's outputs were made; models_mae.py's own (Xavier-uniform
+        # on the fused qkv, [CLS] std 0.02) is backbone_options={"init": "mae"} (backbones.initialise_vit).
         encoder_options["backbone_options"] = {"position_embedding": "sincos", "image_size": image_size,
-                                               "init": "mae", **(encoder_options.get("backbone_options") or {})}
+                                               **(encoder_options.get("backbone_options") or {})}
         super().__init__(backbone=backbone, image_size=image_size, **encoder_options)
         self.mask_ratio, self.norm_pix_loss, self.patch_size = mask_ratio, norm_pix_loss, self.vit.patch_size
         self.decoder = Decoder(self.vit.output_dim, image_size // self.patch_size, self.patch_size ** 2 * 3,
