@@ -28,7 +28,7 @@ SITE = Path(__file__).resolve().parent
 def pages(root: Path = ROOT) -> dict[str, list[Path]]:
     """The site's pages by part, relative to the repository root, in course order."""
     return {
-        "The course": [Path("course/README.md"), Path("course/syllabus.md")],
+        "The course": [Path("course/README.md"), Path("course/syllabus.md"), Path("course/claims.md")],
         "Lesson guides (instructor)": sorted(p.relative_to(root) for p in (root / "course/lessons").glob("*.md")),
         "Notebooks (student)": sorted(p.relative_to(root) for p in (root / "notebooks").glob("*.ipynb")),
         "Assignments (nbgrader release)": sorted(p.relative_to(root) for p in
