@@ -789,9 +789,8 @@ def _shapes_arrays(split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     colour that stands out from the background, at a random position, size and rotation, and pixel noise.
     Everything comes from generators with fixed seeds, so the dataset is identical on every run.
     """
-    rng = np.random.default_rng(SHAPES_SEEDS[split])
-    labels = rng.permutation(np.repeat(np.arange(len(SHAPES_CLASSES)), SHAPES_PER_CLASS[split]))   # [N]
-    scene = _draw_scenes(rng, labels, size)
+    scene = _shapes_scene(split, size)
+    labels = scene["labels"]                                       # [N]
     noise_rng = np.random.default_rng([SHAPES_SEEDS[split], 1])    # pixel noise: its own stream, read in order
     images = torch.empty((len(labels), 3, size, size), dtype=torch.uint8)
     for start in range(0, len(labels), SHAPES_CHUNK):
@@ -925,9 +924,8 @@ def _shapes_attributes(split: str, size: int, held_out: Sequence[tuple[str, str]
         if colour not in SHAPES_COLOURS or shape not in SHAPES_CLASSES:
             raise SSLMinimalError(f"held_out pairs are (colour, shape) with colour in {', '.join(SHAPES_COLOURS)} "
                                   f"and shape in {', '.join(SHAPES_CLASSES)}, got {(colour, shape)!r}")
-    rng = np.random.default_rng(SHAPES_SEEDS[split])               # the same draws as _shapes_arrays
-    labels = rng.permutation(np.repeat(np.arange(len(SHAPES_CLASSES)), SHAPES_PER_CLASS[split]))
-    scene = _draw_scenes(rng, labels, size)
+    scene = _shapes_scene(split, size)                             # the same draws as _shapes_arrays
+    labels = scene["labels"]
     background = scene["colour_1"] + 0.5 * scene["gradient_strength"][:, None] * (scene["colour_2"] - scene["colour_1"])
     centre = scene["centre"] / size                                # [N, 2] (x, y) in [0, 1]
     colour = _cube_corner(scene["colour"])
@@ -978,7 +976,7 @@ def _dominant_colours(images: torch.Tensor) -> torch.Tensor:
             names.append(next(name for bound, name in CIFAR10_HUES if h_ < bound))
     return torch.tensor([CIFAR10_COLOURS.index(name) for name in names], dtype=torch.int64)
 def _shapes_scene(split: str, size: int) -> dict[str, np.ndarray]:
-    """The random choices behind split `split` drawn at `size` px: the same generator calls as `_shapes_arrays`."""
+    """The random choices behind split `split` drawn at `size` px (images, masks and captions all start here)."""
     rng = np.random.default_rng(SHAPES_SEEDS[split])
     labels = rng.permutation(np.repeat(np.arange(len(SHAPES_CLASSES)), SHAPES_PER_CLASS[split]))   # [N]
     return _draw_scenes(rng, labels, size)
