@@ -50,6 +50,7 @@ from ssl_minimal.backbones import Encoder
 from ssl_minimal.training import PRECISIONS, fit, get_budget, precision_context, resolve_device, resolve_precision
 
 IMAGE_SIZE = 32
+CONTIGUOUS = "fp32-contiguous"     # fp32 with the model and batches in the default (not channels_last) memory format
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = time.perf_counter          # set by --clock
 
@@ -104,15 +105,15 @@ def describe_passes(passes: list) -> str:
 
 
 def time_passes(passes: list, device: torch.device, steps: int, warmup_steps: int, compile: bool,
-                precision: str = "fp32") -> float:
+                precision: str = "fp32", memory_format: torch.memory_format = torch.channels_last) -> float:
     """Seconds per step for the given backbone passes on ready float batches (forward, then one backward),
-    in `precision` ("fp32" or "bf16", resolved)."""
+    in `precision` ("fp32" or "bf16", resolved), the batches in `memory_format`."""
     autocast = precision_context(precision, device)
     compiled = {}
     for encoder, _, _ in passes:
         if id(encoder) not in compiled:
             compiled[id(encoder)] = torch.compile(encoder) if compile else encoder
-    inputs = [torch.rand(shape, device=device).contiguous(memory_format=torch.channels_last) for _, shape, _ in passes]
+    inputs = [torch.rand(shape, device=device).contiguous(memory_format=memory_format) for _, shape, _ in passes]
 
     def one_step() -> None:
         with autocast:
@@ -139,6 +140,12 @@ def time_passes(passes: list, device: torch.device, steps: int, warmup_steps: in
 
 def measure(name: str, train, backbone: str, batch_size: int, steps: int, warmup_steps: int,
             device: torch.device, compile: bool, seed: int = 0, precision: str = "auto") -> dict:
+    """One method's three speeds. precision "fp32-contiguous" is fp32 without channels_last (model and
+    floor batches contiguous): fit's fp32 before 2026-12-01, the baseline of issue 14's 2.2x."""
+    contiguous = precision == CONTIGUOUS
+    precision = "fp32" if contiguous else precision
+    memory_format = torch.contiguous_format if contiguous else torch.channels_last
+    ssl_minimal.training.MEMORY_FORMAT = memory_format
     torch.manual_seed(seed)
     model = ssl_minimal.build(name, dataset=train, backbone=backbone)
     total_steps = warmup_steps + steps
@@ -147,7 +154,10 @@ def measure(name: str, train, backbone: str, batch_size: int, steps: int, warmup
                         warmup_epochs=0, knn_every_epochs=0, checkpoint_every_steps=10**9, compile=compile,
                         precision=precision)
     step_passes, handles = record_first_step_passes(model)
-    history = fit(model, train, budget, seed=seed, device=device, progress=False, max_steps=total_steps)
+    try:
+        history = fit(model, train, budget, seed=seed, device=device, progress=False, max_steps=total_steps)
+    finally:
+        ssl_minimal.training.MEMORY_FORMAT = torch.channels_last
     for handle in handles:
         handle.remove()
     if not step_passes:
@@ -159,11 +169,12 @@ def measure(name: str, train, backbone: str, batch_size: int, steps: int, warmup
     if not any(parameter.requires_grad for parameter in encoder.parameters()):   # DINO's encoder is the teacher
         encoder = copy.deepcopy(encoder).requires_grad_(True)
     bare = batch_size / time_passes([(encoder, (batch_size, 3, IMAGE_SIZE, IMAGE_SIZE), True)], device, steps,
-                                    warmup_steps, compile, resolved)
-    method_floor = batch_size / time_passes(step_passes, device, steps, warmup_steps, compile, resolved)
+                                    warmup_steps, compile, resolved, memory_format)
+    method_floor = batch_size / time_passes(step_passes, device, steps, warmup_steps, compile, resolved, memory_format)
     described = describe_passes(step_passes)
     return {"method": name, "backbone": backbone, "batch_size": batch_size, "device": str(device),
-            "precision": "bf16 autocast" if resolved == "bf16" else "float32", "asked": precision, "compile": compile,
+            "precision": ("bf16 autocast" if resolved == "bf16" else "float32") + (", contiguous" if contiguous else ""),
+            "asked": CONTIGUOUS if contiguous else precision, "compile": compile,
             "threads": torch.get_num_threads(), "steps": steps, "warmup_steps": warmup_steps,
             "passes_per_step": described, "bare_floor_images_per_second": bare,
             "method_floor_images_per_second": method_floor, "training_images_per_second": training,
@@ -192,8 +203,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps (after the warm-up)")
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="torch.compile the floor passes and fit's step")
-    parser.add_argument("--precision", nargs="+", default=["auto"], choices=PRECISIONS,
-                        help="fit's precision(s); several are measured one after the other for each method")
+    parser.add_argument("--precision", nargs="+", default=["auto"], choices=PRECISIONS + (CONTIGUOUS,),
+                        help="fit's precision(s); several are measured one after the other for each method. "
+                        f"{CONTIGUOUS}: fp32 without channels_last (fit's fp32 before 2026-12-01)")
     parser.add_argument("--backbones-only", action="store_true",
                         help="only the bare floor of each backbone (--backbone, or all four) in each precision, "
                         "interleaved --repeats times: the measurements behind training.CPU_BF16_BACKBONES")
@@ -232,8 +244,9 @@ def main() -> None:
 
 
 def backbone_floors(args, device: torch.device) -> None:
-    """Bare forward + backward img/s of each backbone in fp32 and bf16 (channels_last both), the
-    precisions alternating within each of --repeats rounds; prints the median and the range."""
+    """Bare forward + backward img/s of each backbone in fp32 and bf16 (channels_last both; and fp32 without
+    channels_last if asked for with fp32-contiguous), the precisions alternating within each of --repeats
+    rounds; prints the median and the range."""
     backbones = [args.backbone] if args.backbone else ["small_convnet", "resnet18", "small_vit", "vit_tiny"]
     precisions = [p for p in args.precision if p != "auto"] or ["fp32", "bf16"]
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
@@ -249,8 +262,12 @@ def backbone_floors(args, device: torch.device) -> None:
         speeds = {p: [] for p in precisions}
         for _ in range(args.repeats):
             for precision in precisions:
+                contiguous = precision == CONTIGUOUS
+                memory_format = torch.contiguous_format if contiguous else torch.channels_last
+                encoder.to(memory_format=memory_format)
                 speeds[precision].append(batch_size / time_passes(passes, device, args.steps, args.warmup_steps,
-                                                                  args.compile, precision))
+                                                                  args.compile, "fp32" if contiguous else precision,
+                                                                  memory_format))
         medians = {p: sorted(v)[len(v) // 2] for p, v in speeds.items()}
         cells = " | ".join(f"{medians[p]:,.0f} ({min(speeds[p]):,.0f}-{max(speeds[p]):,.0f})" for p in precisions)
         print(f"| {backbone} | {batch_size} | {cells} | {medians[precisions[-1]] / medians[precisions[0]]:.2f}x |",

@@ -4,8 +4,9 @@ Every backbone starts with `Normalize` (per-channel mean/std of the dataset), so
 library passes images as floats in [0, 1] and never has to remember which statistics to use.
 
 - `small_convnet`: a 4-block VGG-style ConvNet (~390 k parameters at the default width 32). Its
-  forward + backward runs at about 1,000 images/s on 2 CPU cores (channels_last; width 64: ~330),
-  which is what makes the CPU budgets possible.
+  forward + backward runs at about 1,800 images/s on 2 idle CPU cores in fp32 with channels_last, and
+  about 2,900 under bf16 autocast where the CPU has native bf16 (width 64: about 3x slower); that is what
+  makes the CPU budgets possible (BENCHMARKS.md section 8).
   `norm="group_ws"` swaps BatchNorm for GroupNorm + weight standardisation, so the network uses
   no batch statistics (Richemond et al. 2020, "BYOL works even without batch statistics", arXiv
   2010.10241); `norm="none"` removes normalisation altogether.

@@ -115,6 +115,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # section 8 (1 thread: small ConvNet 1.64x, ResNet-18 1.97x, DeiT-Tiny's 64 tokens 1.27x). small_vit is
 # not: its 16 tokens of width 128 are too small matrices, and bf16 made it 0.76x as fast.
 CPU_BF16_BACKBONES = ("small_convnet", "resnet18", "vit_tiny")
+# The memory format fit puts the model in. A module constant only so that benchmarks/throughput_floor.py
+# can measure fp32 without channels_last (fit's fp32 before 2026-12-01, the baseline).
+MEMORY_FORMAT = torch.channels_last
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -554,8 +557,8 @@ def fit(method, dataset, budget: str | Budget | None = None, *, eval_dataset=Non
     method.epochs = budget.epochs               # so a method can turn "the first epoch" into a progress fraction
     method.to(device)
     # channels_last: faster convolutions on GPUs and, with oneDNN, on CPUs too (1.4x for the small ConvNet
-    # in fp32; with bf16 autocast, 2.2x in all).
-    method.to(memory_format=torch.channels_last)
+    # in fp32; with bf16 autocast, 2.2x over contiguous fp32 in all).
+    method.to(memory_format=MEMORY_FORMAT)
     precision, _ = resolve_precision(budget.precision, device, method_backbones(method))
     # DistributedDataParallel averages gradients over processes; it calls method.forward = training_step.
     # Buffers (memory bank, queue) are kept in step by the methods themselves (distributed.gather).

@@ -150,6 +150,26 @@ def test_floor_replays_the_backbone_passes_of_one_training_step(tiny_dataset, me
     assert "| **" in floor.markdown_row(result)
 
 
+@pytest.mark.parametrize("precision, channels_last", [("fp32", True), ("fp32-contiguous", False)])
+def test_floor_measures_fp32_without_channels_last_when_asked(tiny_dataset, monkeypatch, precision, channels_last):
+    """fp32-contiguous (issue 14's baseline) trains and floors the model in the default memory format, then
+    restores fit's channels_last for whatever runs next."""
+    formats, real_fit = [], floor.fit
+
+    def spy(model, *args, **kwargs):
+        history = real_fit(model, *args, **kwargs)
+        weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 3]
+        formats.append(weights[0].is_contiguous(memory_format=torch.channels_last))
+        return history
+
+    monkeypatch.setattr(floor, "fit", spy)
+    result = floor.measure("simclr_v1", tiny_dataset, "small_convnet", batch_size=16, steps=1, warmup_steps=1,
+                           device=torch.device("cpu"), compile=False, precision=precision)
+    assert formats == [channels_last] and result["asked"] == precision
+    assert ("contiguous" in result["precision"]) is not channels_last
+    assert ssl_minimal.training.MEMORY_FORMAT == torch.channels_last
+
+
 def test_throughput_benchmark_uses_the_recipe_parameters():
     """torchvision's side of augmentation_throughput.py must be the simclr recipe op for op."""
     ours = {step.op.__name__: step.options for step in augmentations.recipe("simclr", 32).steps}

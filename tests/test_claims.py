@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "figures"
 # Lessons whose claims must be in the ledger (new lessons join when their notebook records its claims).
 LEDGER_LESSONS = ["00_metric_learning", "01_instdisc", "02_invaspread", "03_cpc", "04_cmc", "05_moco", "06_simclr",
-                  "07_simclr_v2", "08_swav", "09_byol_simsiam_barlow_twins", "10_collapse", "14_mae"]
+                  "07_simclr_v2", "08_swav", "09_byol_simsiam_barlow_twins", "10_collapse", "11_moco_v3", "12_dino",
+                  "13_clip", "14_mae"]
 
 
 def claims_files():
