@@ -55,6 +55,13 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = time.perf_counter          # set by --clock
 
 
+def precision_and_format(asked: str) -> tuple[str, torch.memory_format]:
+    """("fp32", contiguous) for fp32-contiguous; (asked, channels_last), as fit does, otherwise."""
+    if asked == CONTIGUOUS:
+        return "fp32", torch.contiguous_format
+    return asked, torch.channels_last
+
+
 def use_clock(name: str) -> None:
     """Time everything (this script and fit's step_seconds) with CLOCKS[name]."""
     global clock
@@ -143,8 +150,7 @@ def measure(name: str, train, backbone: str, batch_size: int, steps: int, warmup
     """One method's three speeds. precision "fp32-contiguous" is fp32 without channels_last (model and
     floor batches contiguous): fit's fp32 before 2026-12-01, the baseline of issue 14's 2.2x."""
     contiguous = precision == CONTIGUOUS
-    precision = "fp32" if contiguous else precision
-    memory_format = torch.contiguous_format if contiguous else torch.channels_last
+    precision, memory_format = precision_and_format(precision)
     ssl_minimal.training.MEMORY_FORMAT = memory_format
     torch.manual_seed(seed)
     model = ssl_minimal.build(name, dataset=train, backbone=backbone)
@@ -262,12 +268,10 @@ def backbone_floors(args, device: torch.device) -> None:
         speeds = {p: [] for p in precisions}
         for _ in range(args.repeats):
             for precision in precisions:
-                contiguous = precision == CONTIGUOUS
-                memory_format = torch.contiguous_format if contiguous else torch.channels_last
+                resolved, memory_format = precision_and_format(precision)
                 encoder.to(memory_format=memory_format)
                 speeds[precision].append(batch_size / time_passes(passes, device, args.steps, args.warmup_steps,
-                                                                  args.compile, "fp32" if contiguous else precision,
-                                                                  memory_format))
+                                                                  args.compile, resolved, memory_format))
         medians = {p: sorted(v)[len(v) // 2] for p, v in speeds.items()}
         cells = " | ".join(f"{medians[p]:,.0f} ({min(speeds[p]):,.0f}-{max(speeds[p]):,.0f})" for p in precisions)
         print(f"| {backbone} | {batch_size} | {cells} | {medians[precisions[-1]] / medians[precisions[0]]:.2f}x |",
