@@ -49,7 +49,7 @@ ALLOWED = {
                 "80%": SETTING},
     "06_simclr": {"0.001": SETTING, "37.9%": PILOT},
     "08_swav": {"68.2": PAPER, "70.6": PAPER, "67.2": PAPER, "71.8": PAPER, "70.2": PAPER, "74.3": PAPER,
-                "4.61": HAND, "32.4%": PILOT, "32.2%": PILOT, "35.7%": PILOT},
+                "34.6%": PILOT, "36.5%": PILOT},
     "09_byol_simsiam_barlow_twins": {"0.996": SETTING},
     "10_collapse": {"57.7%": PAPER, "55.3%": PAPER, "48.0%": PAPER, "28.3%": PAPER, "73.9%": PAPER, "57.7": PAPER,
                     "55.3": PAPER, "65.7%": PAPER, "0.075": PILOT, "0.017": PILOT, "0.035": PILOT, "0.24": PILOT,

@@ -70,3 +70,18 @@ def test_fit_gives_swav_the_run_length_so_the_first_epoch_is_frozen(tiny_dataset
     assert model.freeze_prototypes_fraction == 0.0                 # no run yet: nothing to freeze
     ssl_minimal.fit(model, tiny_dataset, "smoke", epochs=4, batch_size=32, max_steps=1, progress=False)
     assert model.freeze_prototypes_fraction == 0.25
+
+
+def test_training_step_crops_at_the_chosen_scales(tiny_dataset, monkeypatch):
+    from ssl_minimal import augmentations
+    seen = []
+    real_multi_crop = augmentations.multi_crop
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["global_scale"], kwargs["local_scale"]))
+        return real_multi_crop(*args, **kwargs)
+
+    monkeypatch.setattr(augmentations, "multi_crop", spy)
+    _model().training_step(tiny_dataset.images[:8], torch.arange(8))
+    _model(local_scale=(0.14, 0.4), global_scale=[0.3, 1.0]).training_step(tiny_dataset.images[:8], torch.arange(8))
+    assert seen == [((0.14, 1.0), (0.05, 0.14)), ((0.3, 1.0), (0.14, 0.4))]   # the paper's defaults, then ours

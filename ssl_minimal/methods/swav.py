@@ -15,7 +15,7 @@ Code follows the paper's Fig. 1 and Algorithm 1 (Sec. 3.1):
     q = sinkhorn(scores of a global crop, eps 0.05, 3 iterations), no gradient     (Eq. 3)
     L = swapped prediction of every other crop's softmax(scores / 0.1) to q         (Eqs. 1-2)
 Multi-crop (Sec. 3.2): 2 global crops (scale 0.14-1) + 6 local crops at half the size (scale
-0.05-0.14), codes from the global crops only. Prototypes: normalised after every step and frozen
+0.05-0.14; `global_scale=`, `local_scale=` change them), codes from the global crops only. Prototypes: normalised after every step and frozen
 during the first epoch (Appendix A). Small batches: a queue of past embeddings joins the batch in
 Sinkhorn (Sec. 4 / Appendix A) so that K prototypes can be partitioned over more than B samples.
 Several processes: Sinkhorn partitions the *global* batch (losses.sinkhorn sums over processes).
@@ -47,6 +47,8 @@ TEMPERATURE = 0.1        # Eq. 2: tau = 0.1
 EPSILON = 0.05           # Eq. 3: epsilon = 0.05
 SINKHORN_ITERATIONS = 3  # Sec. 3.1 / Algorithm 1: 3 iterations
 NUM_LOCAL_CROPS = 6      # Sec. 3.2: 2 x 224 + 6 x 96 on ImageNet; here 2 x 32 + 6 x 16
+GLOBAL_SCALE = (0.14, 1.0)   # crop areas as fractions of the image: the official code's min/max_scale_crops
+LOCAL_SCALE = (0.05, 0.14)
 
 
 class SwAV(Method):
@@ -60,12 +62,14 @@ class SwAV(Method):
                  projection_dim: int = PROJECTION_DIM, temperature: float = TEMPERATURE,
                  epsilon: float = EPSILON, sinkhorn_iterations: int = SINKHORN_ITERATIONS,
                  num_local_crops: int = NUM_LOCAL_CROPS, local_size: int | None = None,
+                 global_scale: tuple[float, float] = GLOBAL_SCALE, local_scale: tuple[float, float] = LOCAL_SCALE,
                  queue_size: int = 0, equal_partition: bool = True, freeze_prototypes_epochs: float = 1.0, image_size: int = 32, **encoder_options):
         super().__init__(image_size=image_size, **encoder_options)
         self.temperature, self.epsilon, self.iterations = temperature, epsilon, sinkhorn_iterations
         self.equal_partition = equal_partition
         self.image_size, self.local_size = image_size, local_size or image_size // 2
         self.num_local_crops = num_local_crops
+        self.global_scale, self.local_scale = tuple(global_scale), tuple(local_scale)   # areas, fractions of the image
         self.freeze_prototypes_epochs = freeze_prototypes_epochs
         self.projector = mlp([self.encoder.output_dim, hidden_dim, projection_dim])
         self.prototypes = nn.Linear(projection_dim, num_prototypes, bias=False)   # C: [K, 128]
@@ -98,7 +102,8 @@ class SwAV(Method):
 
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         crops = augmentations.multi_crop(images, self.image_size, self.local_size, num_global=2,
-                                         num_local=self.num_local_crops)
+                                         num_local=self.num_local_crops, global_scale=self.global_scale,
+                                         local_scale=self.local_scale)
         batch_size = images.shape[0]
         z_global = self.embed(torch.cat(crops[:2]))                            # [2B, 128]
         z = list(z_global.chunk(2))
