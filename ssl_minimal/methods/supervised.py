@@ -23,7 +23,7 @@ class Supervised(Method):
     name = "supervised"
     learning_rate = 0.1        # standard CIFAR ResNet recipe: SGD 0.1, momentum 0.9, weight decay 5e-4
     weight_decay = 5e-4
-    augmentation = "minimal"   # random crop + flip, the usual supervised CIFAR augmentation
+    augmentation = "minimal"   # random resized crop (area 8-100%, SimCLR's) + flip; not CIFAR's usual padded crop
 
     def __init__(self, labels: torch.Tensor, num_classes: int, **encoder_options):
         super().__init__(**encoder_options)
