@@ -16,8 +16,9 @@ Code follows the paper's Fig. 1 and Algorithm 1 (Sec. 3.1):
     L = swapped prediction of every other crop's softmax(scores / 0.1) to q         (Eqs. 1-2)
 Multi-crop (Sec. 3.2): 2 global crops (scale 0.14-1) + 6 local crops at half the size (scale
 0.05-0.14; the options `global_scale=`, `local_scale=` change them), codes from the global crops only.
-Prototypes: normalised after every step and frozen during the first epoch (Appendix A). Small batches: a queue of past embeddings joins the batch in
-Sinkhorn (Sec. 4 / Appendix A) so that K prototypes can be partitioned over more than B samples.
+Prototypes: normalised after every step and frozen during the first epoch (Appendix A). Small batches:
+a queue of past embeddings joins the batch in Sinkhorn (Sec. 4 / Appendix A) so that K prototypes can
+be partitioned over more than B samples.
 Several processes: Sinkhorn partitions the *global* batch (losses.sinkhorn sums over processes).
 Our queue holds the same rows on every process (it is filled with the global batch), so each
 process adds only its share of the queue rows: the global Sinkhorn sees every row exactly once,
