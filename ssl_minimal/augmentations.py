@@ -627,10 +627,13 @@ def dino_local(image_size: int = 16, scale: tuple[float, float] = (0.05, 0.4), b
         "Caron et al. 2021, arXiv 2104.14294, main_dino.py (local crops)")
 
 
-def minimal(image_size: int = 32, scale: tuple[float, float] = (0.08, 1.0)) -> Augmentation:
+def minimal(image_size: int = 32, scale: tuple[float, float] = (0.08, 1.0),
+            ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Augmentation:
     """Crop + flip only, no colour: the ablation of SimCLR (Chen et al. 2020) Fig. 5-6, where crops
-    alone let the network match views by their colour histograms."""
-    return Augmentation("minimal", [Step(random_resized_crop, size=image_size, scale=scale),
+    alone let the network match views by their colour histograms. Also the supervised baseline's
+    augmentation; `ratio=(1, 1)` keeps the crops square (on `shapes` a stretched circle is an ellipse,
+    another class)."""
+    return Augmentation("minimal", [Step(random_resized_crop, size=image_size, scale=scale, ratio=ratio),
                                     Step(horizontal_flip, p=0.5)], "ablation, Chen et al. 2020, Fig. 5")
 
 

@@ -504,3 +504,24 @@ def test_ops_outside_the_recipes_agree_both_ways_too(op, options, monkeypatch):
     monkeypatch.setattr(A, "CHANGE_EVERY_IMAGE_ON_CPU", True)
     torch.testing.assert_close(op(images, **options, generator=seeded(2)), subsets, atol=1e-6, rtol=0)
     assert not torch.equal(subsets, images)                 # the op did change some images
+
+
+def test_minimal_ratio_option_controls_the_crop_shape():
+    # Pixel values are their own coordinates (channel 0 = column, channel 1 = row), so a crop's box
+    # can be read off its corners: the column span and the row span of a square box are equal.
+    side = 64
+    coords = torch.arange(side, dtype=torch.float32) / (side - 1)
+    image = torch.stack([coords.expand(side, side), coords[:, None].expand(side, side), torch.zeros(side, side)])
+    images = image.expand(16, 3, side, side).clone()
+    generator = torch.Generator().manual_seed(0)
+
+    def spans(augment):
+        views = augment(images, generator=generator)                    # [16, 3, 32, 32]
+        width = (views[:, 0, :, -1] - views[:, 0, :, 0]).abs().mean(dim=1)   # column span (flip-proof)
+        height = (views[:, 1, -1, :] - views[:, 1, 0, :]).abs().mean(dim=1)
+        return width, height
+
+    width, height = spans(A.recipe("minimal", 32, scale=(0.2, 0.6), ratio=(1.0, 1.0)))
+    assert torch.allclose(width, height, atol=0.04)
+    width, height = spans(A.recipe("minimal", 32, scale=(0.2, 0.6), ratio=(2.0, 2.0)))   # twice as wide as tall
+    assert torch.allclose(width / height, torch.full_like(width, 2.0), atol=0.15)
