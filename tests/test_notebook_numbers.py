@@ -175,9 +175,9 @@ def test_the_check_finds_a_stale_number(tmp_path):
 # Notebooks whose committed outputs print an older version of the library's source: they need a rerun (issue 18).
 # None today: 06, the last one, was rerun on the current library (issue 18's redesign).
 STALE_SOURCE: set[str] = set()
-# Not stale, but taken for source by the check below: 11's init-statistics cell prints its own indented lines
-# ("  patch projection ...") after show_lines' output. Its next rerun should print them unindented.
-INDENTED_OUTPUT = {"11_moco_v3"}
+# Not stale, but taken for source by the check below: a cell that prints its own indented lines after show_lines'
+# output (11's init-statistics cell did, until its rerun of 2026-12-08 printed them unindented).
+INDENTED_OUTPUT: set[str] = set()
 
 
 def stale_source_lines(notebook: Path) -> list[str]:
